@@ -1,0 +1,123 @@
+//! Where the bytes go: one small object-store trait, an in-memory store, the local-directory store (the embedded
+//! default) and a conformance suite that every store runs.
+//!
+//! A [`Store`] knows nothing about mail, packs or manifests: it moves opaque objects named by `/`-separated keys.
+//! Cross-cutting behaviour (retries, limits, throttling, request counting, fault injection) belongs in wrappers that
+//! implement the same trait around an inner store.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+pub mod conformance;
+mod local;
+mod memory;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+/// How a put treats an object that already exists under the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace it.
+    Overwrite,
+    /// Leave it and report [`PutOutcome::AlreadyExists`] (S3 `If-None-Match: *`). Content-addressed writes use this:
+    /// an existing object under a content address already holds these bytes.
+    Create,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object now holds the new bytes.
+    Written,
+    /// `PutMode::Create` found an object already there; nothing was written.
+    AlreadyExists,
+}
+
+/// What a listing or head says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// An object store: the one interface the pipeline writes through.
+///
+/// Keys are `/`-separated relative names made of ASCII letters, digits and `._-%=+`; see [`validate_key`].
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// A short description for people and logs (`local:/srv/dest`, `s3://bucket/prefix`), never containing secrets.
+    fn describe(&self) -> String;
+
+    /// Write `data` under `key`.
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome>;
+
+    /// Read a whole object. A missing object is an error of kind [`crate::ErrorKind::NotFound`].
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Read `range` of an object. A range reaching past the end returns the bytes up to the end; a range starting at
+    /// or after the end is an error.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// The object's metadata, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Remove an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// A shared, type-erased store.
+pub type DynStore = Arc<dyn Store>;
+
+/// Check that `key` is a key every store accepts: non-empty `/`-separated components of ASCII letters, digits and
+/// `._-%=+`, no component `.` or `..`, no leading or trailing `/`.
+pub fn validate_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 1024
+        && key.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-%=+".contains(&b))
+        });
+    if ok { Ok(()) } else { Err(Error::config(format!("invalid object key {key:?}"))) }
+}
+
+/// Open a store from a destination string: a local directory path (the embedded default).
+///
+/// `s3://` destinations are rejected with a clear message until the S3 store lands.
+pub fn open_destination(dest: &str) -> Result<DynStore> {
+    if dest.starts_with("s3://") {
+        return Err(Error::config(format!("{dest}: the S3 store is not available in this build yet")));
+    }
+    if dest.contains("://") {
+        return Err(Error::config(format!("{dest}: unknown destination scheme (use a local directory path)")));
+    }
+    Ok(Arc::new(LocalStore::create(dest)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for good in ["a", "packs/ab/abcdef.pack", "mailboxes/a%20b/pass-000001.manifest", "mover.json"] {
+            validate_key(good).unwrap();
+        }
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/./b", "a b", "a\\b", "ä"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
