@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 pub mod conformance;
 mod local;
 mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;

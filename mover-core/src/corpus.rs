@@ -1,0 +1,1 @@
+//! Deterministic synthetic mail corpora (placeholder: being written).
