@@ -1,7 +1,13 @@
 //! mover-core (work in progress: see the crate docs once the pipeline lands).
 #![allow(missing_docs)]
+pub mod compress;
 pub mod corpus;
 pub mod error;
 pub mod id;
+pub mod index;
+pub mod layout;
+pub mod manifest;
+pub mod pack;
+pub mod report;
 pub mod store;
 pub use error::{Error, ErrorKind, Result};

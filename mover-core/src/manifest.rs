@@ -1,0 +1,491 @@
+//! Mailbox manifests: what a mailbox was, file by file and message by message, and which blobs rebuild it.
+//!
+//! A manifest object is `MVMANIF1`, a u32 LE header length, the header as JSON ([`ManifestHeader`], readable with
+//! one small range read, so listing a destination is cheap), then a zstd stream of JSON lines, one [`Record`] each.
+//! Records follow the source tree in walk order (depth first, names sorted bytewise); a file's record is followed by
+//! its pieces (`msg` and `data`) and closed by an `end` record. The next pass of the same mailbox is written as a new
+//! manifest; unchanged files are carried over record for record. `docs/FORMAT.md` is the normative description.
+
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::id::ContentId;
+use crate::pack::BlobLoc;
+use crate::report::PassStats;
+
+/// Magic at the start of a manifest object.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"MVMANIF1";
+/// Name of the manifest format in its header.
+pub const MANIFEST_FORMAT: &str = "mover-manifest";
+/// Version of the manifest format this build writes.
+pub const MANIFEST_VERSION: u32 = 1;
+/// How many bytes of a manifest object to read to be sure of having the whole header.
+pub const HEADER_READ_LEN: u64 = 64 * 1024;
+
+/// Bytes that are usually text: serialised as a JSON string when they are valid UTF-8, otherwise as
+/// `{"b64": "..."}`. Used for paths (file names are bytes on Unix) and for inline mbox separators.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteStr(pub Vec<u8>);
+
+impl ByteStr {
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Lossy text for people.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+impl std::fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl From<&[u8]> for ByteStr {
+    fn from(b: &[u8]) -> Self {
+        ByteStr(b.to_vec())
+    }
+}
+
+impl Serialize for ByteStr {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("b64", &base64::engine::general_purpose::STANDARD.encode(&self.0))?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            B64 { b64: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(ByteStr(t.into_bytes())),
+            Repr::B64 { b64 } => {
+                base64::engine::general_purpose::STANDARD.decode(b64).map(ByteStr).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+/// The kind of a regular file in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// One message in a Maildir `cur/`, `new/` or `tmp/` directory.
+    Maildir,
+    /// An mbox folder file.
+    Mbox,
+    /// Any other file, carried as opaque bytes.
+    Opaque,
+}
+
+/// What a Maildir file name says, parsed (the name itself is kept verbatim as the path).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaildirInfo {
+    /// `cur`, `new` or `tmp`.
+    pub sub: String,
+    /// The unique part of the name (before any `,S=`/`,W=` hints and the info suffix).
+    pub uniq: String,
+    /// Flags from the `2,FLAGS` info suffix, as written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub flags: String,
+    /// The character separating the info suffix (`:`, or `!`/`;` on file systems that forbid `:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sep: Option<char>,
+    /// `,S=` size hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `,W=` (RFC 822 size with CRLF) hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsize: Option<u64>,
+}
+
+/// The role of a part of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartKind {
+    /// The header block, up to and including the blank line that ends it.
+    #[serde(rename = "h")]
+    Header,
+    /// The body after the header block.
+    #[serde(rename = "b")]
+    Body,
+}
+
+/// A reference to one blob: its content id and where it is stored (the fields of [`BlobLoc`], inline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// The blob's content id (BLAKE3 of its raw bytes).
+    pub id: ContentId,
+    /// The pack holding it.
+    pub p: crate::id::PackId,
+    /// Offset in the pack.
+    pub o: u64,
+    /// Stored length.
+    pub l: u64,
+    /// Raw length.
+    pub r: u64,
+    /// Codec byte ([`crate::compress::Codec`]).
+    pub c: u8,
+}
+
+impl BlobRef {
+    /// A reference to `id` stored at `loc`.
+    pub fn new(id: ContentId, loc: BlobLoc) -> Self {
+        BlobRef { id, p: loc.pack, o: loc.offset, l: loc.len, r: loc.raw_len, c: loc.codec as u8 }
+    }
+
+    /// Where the blob is.
+    pub fn loc(&self) -> Result<BlobLoc> {
+        Ok(BlobLoc {
+            pack: self.p,
+            offset: self.o,
+            len: self.l,
+            raw_len: self.r,
+            codec: crate::compress::Codec::from_u8(self.c)?,
+        })
+    }
+}
+
+/// One part of a message: its bytes are the concatenation of its blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// What the part is.
+    pub k: PartKind,
+    /// The blobs, in order.
+    pub blobs: Vec<BlobRef>,
+}
+
+/// One line of a manifest body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Record {
+    /// A directory (also empty ones: Maildir `tmp/` must come back).
+    Dir {
+        /// Relative path.
+        path: ByteStr,
+        /// Permission bits.
+        mode: u32,
+        /// Modification time, ns since the Unix epoch.
+        mtime: i64,
+    },
+    /// A symbolic link, restored as a link with the same target.
+    Symlink {
+        /// Relative path.
+        path: ByteStr,
+        /// Link target, verbatim.
+        target: ByteStr,
+    },
+    /// Start of a regular file; its pieces follow, then [`Record::End`].
+    File {
+        /// Relative path (for a single-file source, the file name).
+        path: ByteStr,
+        /// How the file was read.
+        kind: FileKind,
+        /// Size in bytes.
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Modification time, ns since the Unix epoch.
+        mtime: i64,
+        /// Parsed Maildir name, for Maildir messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        maildir: Option<MaildirInfo>,
+    },
+    /// A message: in an mbox, its From_ line, the message, and the separator after it; in a Maildir, the file.
+    Msg {
+        /// Offset of the piece in the file.
+        offset: u64,
+        /// The mbox From_ line including its line ending (empty in Maildir).
+        #[serde(default, skip_serializing_if = "ByteStr::is_empty")]
+        from: ByteStr,
+        /// The message's parts.
+        parts: Vec<Part>,
+        /// Separator bytes after the message (the blank line before the next From_), verbatim.
+        #[serde(default, skip_serializing_if = "ByteStr::is_empty")]
+        trail: ByteStr,
+        /// BLAKE3 of the message (the parts concatenated; without From_ line and separator).
+        blake3: ContentId,
+        /// Message length in bytes.
+        len: u64,
+        /// Flags from mbox `Status:`/`X-Status:` headers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+    },
+    /// Bytes that are not a message (opaque files, mbox preambles), as blobs.
+    Data {
+        /// Offset of the piece in the file.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// The blobs, in order.
+        blobs: Vec<BlobRef>,
+    },
+    /// End of a regular file.
+    End {
+        /// BLAKE3 of the whole file, where it is not already the one message's hash (Maildir).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blake3: Option<ContentId>,
+    },
+    /// Something that could not be migrated normally.
+    Quarantine {
+        /// Relative path.
+        path: ByteStr,
+        /// Byte offset, where one applies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Why.
+        reason: String,
+        /// Whether the bytes are in the manifest anyway (carried opaque).
+        stored: bool,
+    },
+}
+
+/// The header of a manifest: who, when, and the pass's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestHeader {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Mailbox id.
+    pub mailbox: String,
+    /// Pass number, from 1.
+    pub pass: u32,
+    /// The source path as given to the migration.
+    pub source: String,
+    /// Whether the source was a directory tree or a single file.
+    pub source_is_dir: bool,
+    /// When the pass started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When the pass committed, ms since the Unix epoch.
+    pub finished_ms: u64,
+    /// The program that wrote it (`mover-core x.y.z`).
+    pub tool: String,
+    /// Number of records in the body.
+    pub records: u64,
+    /// BLAKE3 of the compressed body that follows the header.
+    pub body_blake3: ContentId,
+    /// Counters of this pass.
+    pub stats: PassStats,
+}
+
+/// Streams records into a compressed temporary file, then frames them with a header.
+pub struct ManifestWriter {
+    enc: zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>,
+    records: u64,
+}
+
+impl std::fmt::Debug for ManifestWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ManifestWriter({} records)", self.records)
+    }
+}
+
+fn tmp_err(e: std::io::Error) -> Error {
+    Error::io("writing the manifest spool file", e)
+}
+
+impl ManifestWriter {
+    /// A writer spooling to an anonymous temporary file.
+    pub fn new() -> Result<Self> {
+        let file = tempfile::tempfile().map_err(tmp_err)?;
+        let enc =
+            zstd::stream::write::Encoder::new(std::io::BufWriter::with_capacity(1 << 16, file), 6).map_err(tmp_err)?;
+        Ok(ManifestWriter { enc, records: 0 })
+    }
+
+    /// Append one record.
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(|e| Error::new(crate::ErrorKind::Other, e.to_string()))?;
+        line.push(b'\n');
+        self.write_lines(&line, 1)
+    }
+
+    /// Append already-encoded record lines (each ending in `\n`), e.g. carried over from a previous pass.
+    pub fn write_lines(&mut self, lines: &[u8], count: u64) -> Result<()> {
+        self.enc.write_all(lines).map_err(tmp_err)?;
+        self.records += count;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Finish: the manifest object with `header` (whose `records` and `body_blake3` are filled in here).
+    pub fn finish(self, mut header: ManifestHeader) -> Result<Bytes> {
+        let buf = self.enc.finish().map_err(tmp_err)?;
+        let mut file = buf.into_inner().map_err(|e| tmp_err(e.into_error()))?;
+        file.rewind().map_err(tmp_err)?;
+        let mut body = Vec::new();
+        file.read_to_end(&mut body).map_err(tmp_err)?;
+        header.records = self.records;
+        header.body_blake3 = ContentId::of(&body);
+        let head = serde_json::to_vec(&header).map_err(|e| Error::new(crate::ErrorKind::Other, e.to_string()))?;
+        let mut out = Vec::with_capacity(12 + head.len() + body.len());
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&body);
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Parse the header from the first bytes of a manifest object; returns it and where the body starts.
+pub fn parse_header(data: &[u8], key: &str) -> Result<(ManifestHeader, usize)> {
+    let bad = |why: String| Error::corrupt(format!("manifest {key}: {why}"));
+    if data.len() < 12 || &data[..8] != MANIFEST_MAGIC {
+        return Err(bad("not a mover manifest".into()));
+    }
+    let len = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes")) as usize;
+    let head = data.get(12..12 + len).ok_or_else(|| bad("header truncated".into()))?;
+    let header: ManifestHeader = serde_json::from_slice(head).map_err(|e| bad(format!("header: {e}")))?;
+    if header.format != MANIFEST_FORMAT {
+        return Err(bad(format!("format {:?}", header.format)));
+    }
+    if header.version > MANIFEST_VERSION {
+        return Err(bad(format!("version {} is newer than this build reads ({MANIFEST_VERSION})", header.version)));
+    }
+    Ok((header, 12 + len))
+}
+
+/// A whole manifest object, parsed lazily.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The header.
+    pub header: ManifestHeader,
+    key: String,
+    body: Bytes,
+}
+
+impl Manifest {
+    /// Parse a manifest object read from `key`, checking the body checksum.
+    pub fn parse(data: Bytes, key: &str) -> Result<Self> {
+        let (header, start) = parse_header(&data, key)?;
+        let body = data.slice(start..);
+        if ContentId::of(&body) != header.body_blake3 {
+            return Err(Error::corrupt(format!("manifest {key}: body checksum mismatch")));
+        }
+        Ok(Manifest { header, key: key.to_string(), body })
+    }
+
+    /// The records, in order, each with its encoded line (for carrying unchanged files over).
+    pub fn records(&self) -> Result<RecordReader> {
+        let dec = zstd::stream::read::Decoder::with_buffer(BufReader::new(std::io::Cursor::new(self.body.clone())))
+            .map_err(|e| Error::corrupt(format!("manifest {}: {e}", self.key)))?;
+        Ok(RecordReader { lines: BufReader::with_capacity(1 << 16, dec), key: self.key.clone(), line_no: 0 })
+    }
+}
+
+/// Iterator over the records of a manifest, with their encoded lines.
+pub struct RecordReader {
+    lines: BufReader<zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>>,
+    key: String,
+    line_no: u64,
+}
+
+impl std::fmt::Debug for RecordReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordReader({} at line {})", self.key, self.line_no)
+    }
+}
+
+impl Iterator for RecordReader {
+    type Item = Result<(Record, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = Vec::new();
+        match self.lines.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                self.line_no += 1;
+                Some(
+                    serde_json::from_slice::<Record>(&line)
+                        .map(|r| (r, line))
+                        .map_err(|e| Error::corrupt(format!("manifest {} record {}: {e}", self.key, self.line_no))),
+                )
+            }
+            Err(e) => Some(Err(Error::corrupt(format!("manifest {} body: {e}", self.key)))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Codec;
+    use crate::id::PackId;
+
+    #[test]
+    fn records_round_trip() {
+        let loc = BlobLoc { pack: PackId::fresh(), offset: 8, len: 10, raw_len: 20, codec: Codec::Zstd };
+        let r = BlobRef::new(ContentId::of(b"x"), loc);
+        let recs = vec![
+            Record::Dir { path: ByteStr(b"a/cur".to_vec()), mode: 0o700, mtime: 5 },
+            Record::File {
+                path: ByteStr(b"a/cur/x\xff:2,S".to_vec()),
+                kind: FileKind::Maildir,
+                size: 20,
+                mode: 0o600,
+                mtime: -3,
+                maildir: Some(MaildirInfo { sub: "cur".into(), flags: "S".into(), ..Default::default() }),
+            },
+            Record::Msg {
+                offset: 0,
+                from: ByteStr(b"From x\r\n".to_vec()),
+                parts: vec![Part { k: PartKind::Header, blobs: vec![r] }],
+                trail: ByteStr::default(),
+                blake3: ContentId::of(b"y"),
+                len: 20,
+                flags: None,
+            },
+            Record::End { blake3: None },
+        ];
+        let mut w = ManifestWriter::new().unwrap();
+        for rec in &recs {
+            w.write(rec).unwrap();
+        }
+        let header = ManifestHeader {
+            format: MANIFEST_FORMAT.into(),
+            version: 1,
+            mailbox: "m".into(),
+            pass: 1,
+            source: "/x".into(),
+            source_is_dir: true,
+            started_ms: 1,
+            finished_ms: 2,
+            tool: "t".into(),
+            records: 0,
+            body_blake3: ContentId::of(b""),
+            stats: PassStats::default(),
+        };
+        let obj = w.finish(header).unwrap();
+        let m = Manifest::parse(obj.clone(), "k").unwrap();
+        assert_eq!(m.header.records, 4);
+        let back: Vec<Record> = m.records().unwrap().map(|r| r.unwrap().0).collect();
+        assert_eq!(back, recs);
+        let mut broken = obj.to_vec();
+        let n = broken.len();
+        broken[n - 3] ^= 0xff;
+        assert!(Manifest::parse(Bytes::from(broken), "k").is_err());
+    }
+}
