@@ -9,5 +9,7 @@ pub mod layout;
 pub mod manifest;
 pub mod pack;
 pub mod report;
+pub mod source;
+pub mod split;
 pub mod store;
 pub use error::{Error, ErrorKind, Result};

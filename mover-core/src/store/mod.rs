@@ -15,13 +15,19 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 
 pub mod conformance;
+mod counting;
 mod local;
 mod memory;
+mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 
+pub use counting::{CountingStore, RequestCounts, StoreCounters};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryConfig, RetryStore};
+#[cfg(feature = "s3")]
+pub use s3::{S3Config, S3Location, S3Store};
 
 /// How a put treats an object that already exists under the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +102,17 @@ pub fn validate_key(key: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::config(format!("invalid object key {key:?}"))) }
 }
 
-/// Open a store from a destination string: a local directory path (the embedded default).
+/// Open a store from a destination string: a local directory path (the embedded default), or `s3://bucket/prefix`
+/// when built with the `s3` feature (configured from the AWS environment: credential chain, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, …; use [`s3::S3Store::new`] for explicit options).
 ///
-/// `s3://` destinations are rejected with a clear message until the S3 store lands.
+/// The store returned does not retry; wrap it in [`RetryStore`] for that.
 pub fn open_destination(dest: &str) -> Result<DynStore> {
     if dest.starts_with("s3://") {
-        return Err(Error::config(format!("{dest}: the S3 store is not available in this build yet")));
+        #[cfg(feature = "s3")]
+        return Ok(Arc::new(s3::S3Store::from_url(dest, s3::S3Config::default())?));
+        #[cfg(not(feature = "s3"))]
+        return Err(Error::config(format!("{dest}: this build has no S3 support (cargo feature `s3`)")));
     }
     if dest.contains("://") {
         return Err(Error::config(format!("{dest}: unknown destination scheme (use a local directory path)")));

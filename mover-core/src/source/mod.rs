@@ -1,0 +1,277 @@
+//! Where the mail comes from: legacy stores on the local file system.
+//!
+//! A [`Source`] walks a store in a stable order (depth first, names sorted bytewise) and yields [`Entry`]s:
+//! directories, regular files and symbolic links, each with its metadata; files are opened lazily. The walk knows
+//! Maildir structure (a directory with `cur/` or `new/` is a Maildir, and the files directly in its `cur/`, `new/`
+//! and `tmp/` are messages), which covers a single Maildir, a Maildir++ root with `.Folder.Sub` folders, and a tree
+//! of Maildirs (fs layout). Other files are classified by content: mbox folder files start with a From_ line
+//! ([`mbox::sniff`]); everything else (`dovecot-uidlist`, `subscriptions`, indexes) is carried as opaque bytes.
+//!
+//! A Source knows nothing about stores: it only says what is there and hands out bytes.
+
+use std::cmp::Ordering;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub mod maildir;
+pub mod mbox;
+pub mod read;
+
+pub use read::{Content, OpenFile, ReadPolicy, Stat};
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file; `maildir` names the Maildir subdirectory (`cur`, `new`, `tmp`) when it is a message there.
+    File {
+        /// `Some("cur")` etc. for Maildir messages.
+        maildir: Option<&'static str>,
+    },
+    /// A symbolic link (never followed).
+    Symlink {
+        /// Its target, verbatim.
+        target: Vec<u8>,
+    },
+    /// A socket, FIFO or device: not mail, reported and skipped.
+    Special,
+}
+
+/// One thing found in a store.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the source root, `/`-separated bytes; for a single-file source, the file name.
+    pub rel: Vec<u8>,
+    /// Absolute path on disk.
+    pub abs: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Metadata from the walk (`lstat`).
+    pub stat: Stat,
+}
+
+/// An error while walking, with the path it concerns.
+#[derive(Debug)]
+pub struct WalkError {
+    /// Path relative to the source root.
+    pub rel: Vec<u8>,
+    /// What went wrong.
+    pub error: Error,
+}
+
+/// A mail store to read from.
+pub trait Source: Send {
+    /// The next entry in walk order, `None` at the end.
+    fn next_entry(&mut self) -> Option<std::result::Result<Entry, WalkError>>;
+
+    /// Open a file entry for reading.
+    fn open(&self, entry: &Entry) -> Result<OpenFile> {
+        read::open(&entry.abs)
+    }
+
+    /// Whether the source is a directory tree (restores into a directory) or a single file.
+    fn is_dir(&self) -> bool;
+}
+
+/// Order of paths in a walk: component by component, each compared bytewise. Manifests are written in this order,
+/// which lets the next pass carry unchanged files over by merging two sorted streams.
+pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+}
+
+struct Frame {
+    abs: PathBuf,
+    rel: Vec<u8>,
+    children: std::vec::IntoIter<(Vec<u8>, bool)>,
+    /// This directory is the `cur`/`new`/`tmp` of a Maildir.
+    maildir_sub: Option<&'static str>,
+    /// This directory is a Maildir (has `cur/` or `new/`).
+    is_maildir: bool,
+}
+
+/// A Maildir, Maildir++ root, tree of Maildirs, mbox file or directory of mbox files on the local file system.
+#[derive(Debug)]
+pub struct FsSource {
+    root: PathBuf,
+    single: Option<Entry>,
+    stack: Vec<FrameDebug>,
+    is_dir: bool,
+    started: bool,
+}
+
+// Frames hold iterators; keep Debug simple.
+struct FrameDebug(Frame);
+impl std::fmt::Debug for FrameDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({})", self.0.abs.display())
+    }
+}
+
+fn lstat(path: &Path) -> std::io::Result<(std::fs::Metadata, Stat)> {
+    let m = std::fs::symlink_metadata(path)?;
+    let s = Stat::of(&m);
+    Ok((m, s))
+}
+
+impl FsSource {
+    /// Open a source at `path`: a directory tree or a single (mbox) file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let root = path.as_ref().to_path_buf();
+        let meta = std::fs::metadata(&root).map_err(|e| Error::io(format!("source {}", root.display()), e))?;
+        if meta.is_dir() {
+            Ok(FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false })
+        } else if meta.is_file() {
+            let name =
+                root.file_name().ok_or_else(|| Error::config(format!("source {} has no file name", root.display())))?;
+            let entry = Entry {
+                rel: name.as_bytes().to_vec(),
+                abs: root.clone(),
+                kind: EntryKind::File { maildir: None },
+                stat: Stat::of(&meta),
+            };
+            Ok(FsSource { root, single: Some(entry), stack: Vec::new(), is_dir: false, started: false })
+        } else {
+            Err(Error::config(format!("source {} is neither a directory nor a regular file", root.display())))
+        }
+    }
+
+    /// The root path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
+        let mut children = Vec::new();
+        for e in std::fs::read_dir(&abs)? {
+            let e = e?;
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            children.push((e.file_name().as_bytes().to_vec(), is_dir));
+        }
+        children.sort();
+        let is_maildir = maildir_sub.is_none()
+            && children.iter().any(|(n, d)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
+        Ok(Frame { abs, rel, children: children.into_iter(), maildir_sub, is_maildir })
+    }
+}
+
+fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut r = Vec::with_capacity(parent.len() + 1 + name.len());
+        r.extend_from_slice(parent);
+        r.push(b'/');
+        r.extend_from_slice(name);
+        r
+    }
+}
+
+impl Source for FsSource {
+    fn next_entry(&mut self) -> Option<std::result::Result<Entry, WalkError>> {
+        if !self.is_dir {
+            return self.single.take().map(Ok);
+        }
+        if !self.started {
+            self.started = true;
+            match Self::frame(self.root.clone(), Vec::new(), None) {
+                Ok(f) => self.stack.push(FrameDebug(f)),
+                Err(e) => {
+                    return Some(Err(WalkError {
+                        rel: Vec::new(),
+                        error: Error::io(format!("listing source {}", self.root.display()), e),
+                    }));
+                }
+            }
+        }
+        loop {
+            let top = &mut self.stack.last_mut()?.0;
+            let Some((name, _)) = top.children.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let abs = top.abs.join(OsStr::from_bytes(&name));
+            let rel = join_rel(&top.rel, &name);
+            let (meta, stat) = match lstat(&abs) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs.display()), e) })),
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let sub = if top.is_maildir {
+                    maildir::SUBDIRS.iter().copied().find(|s| s.as_bytes() == name.as_slice())
+                } else {
+                    None
+                };
+                let entry = Entry { rel: rel.clone(), abs: abs.clone(), kind: EntryKind::Dir, stat };
+                match Self::frame(abs.clone(), rel.clone(), sub) {
+                    Ok(f) => self.stack.push(FrameDebug(f)),
+                    Err(e) => {
+                        return Some(Err(WalkError { rel, error: Error::io(format!("listing {}", abs.display()), e) }));
+                    }
+                }
+                return Some(Ok(entry));
+            }
+            let kind = if ft.is_file() {
+                EntryKind::File { maildir: top.maildir_sub }
+            } else if ft.is_symlink() {
+                match std::fs::read_link(&abs) {
+                    Ok(t) => EntryKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
+                    Err(e) => {
+                        return Some(Err(WalkError {
+                            rel,
+                            error: Error::io(format!("readlink {}", abs.display()), e),
+                        }));
+                    }
+                }
+            } else {
+                EntryKind::Special
+            };
+            return Some(Ok(Entry { rel, abs, kind, stat }));
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.is_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_order_and_maildir_detection() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for dir in ["cur", "new", "tmp", ".Sent/cur", ".Sent/new", ".Sent/tmp", "a.b", "a/cur", "a/x"] {
+            std::fs::create_dir_all(p.join(dir)).unwrap();
+        }
+        std::fs::write(p.join("cur/1:2,S"), "x").unwrap();
+        std::fs::write(p.join(".Sent/new/2"), "x").unwrap();
+        std::fs::write(p.join("a/x/notmail"), "x").unwrap();
+        std::fs::write(p.join("dovecot-uidlist"), "x").unwrap();
+        std::os::unix::fs::symlink("cur", p.join("link")).unwrap();
+        let mut s = FsSource::open(p).unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = s.next_entry() {
+            let e = e.unwrap();
+            got.push((String::from_utf8(e.rel).unwrap(), e.kind));
+        }
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_by(|a, b| walk_cmp(a.as_bytes(), b.as_bytes()));
+        assert_eq!(names, sorted, "walk order is walk_cmp order");
+        let kind = |n: &str| got.iter().find(|(m, _)| m == n).unwrap().1.clone();
+        assert_eq!(kind("cur/1:2,S"), EntryKind::File { maildir: Some("cur") });
+        assert_eq!(kind(".Sent/new/2"), EntryKind::File { maildir: Some("new") });
+        assert_eq!(kind("a/x/notmail"), EntryKind::File { maildir: None });
+        assert_eq!(kind("dovecot-uidlist"), EntryKind::File { maildir: None });
+        assert_eq!(kind("link"), EntryKind::Symlink { target: b"cur".to_vec() });
+        assert_eq!(kind("a/x"), EntryKind::Dir);
+        assert!(walk_cmp(b"a/x", b"a.b") == Ordering::Less);
+    }
+}

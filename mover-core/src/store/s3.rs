@@ -1,0 +1,877 @@
+//! The S3 store: objects in a bucket of Amazon S3 or of an S3-compatible server (Ceph RGW, s3s, Garage, MinIO …).
+//!
+//! ```text
+//!  Store::put ──► small (≤ threshold): PutObject [If-None-Match: *]
+//!             └─► large:  CreateMultipartUpload ─► UploadPart × n (bounded) ─► CompleteMultipartUpload [If-None-Match: *]
+//!                                                         └── on any failure or drop: AbortMultipartUpload
+//! ```
+//!
+//! Configuration is the AWS way: the standard credential chain and `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`, …) apply unless [`S3Config`] says otherwise. When an endpoint URL
+//! is set (explicitly or through the environment) the store assumes a non-AWS server: path-style addressing and
+//! checksums only where an operation requires them (plain-http servers reject the SDK's default signed-chunk
+//! uploads with trailing checksums).
+//!
+//! **Retries live in one place**: the SDK's own retries are disabled here and every error is classified into an
+//! [`ErrorKind`]; wrap the store in [`super::RetryStore`] to retry the transient ones. A multipart upload is one
+//! store operation: when it fails, it is aborted and the retry layer retries the whole put.
+//!
+//! Known server quirks handled here: Ceph RGW returns an empty ETag from CompleteMultipartUpload (the ETag is not
+//! needed and not checked); s3s-fs reports a missing bucket as `NoSuchKey` (the bucket is checked with HeadBucket
+//! before the first request, so a missing bucket is a configuration error and never a missing object); s3s-fs has
+//! no ListMultipartUploads (not used: resuming uploads across restarts is not implemented).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedHttpClient,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use tokio::task::JoinSet;
+
+use super::{ObjectMeta, PutMode, PutOutcome, Store, validate_key};
+use crate::error::{Error, ErrorKind, Result};
+
+/// S3's smallest part size, except for the last part (S3 user guide, "Amazon S3 multipart upload limits").
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's largest part size (same source).
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// S3's largest number of parts in one upload (same source).
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's largest single PutObject (same source); larger objects must be multipart.
+pub const MAX_SINGLE_PUT: u64 = 5 << 30;
+
+const DEFAULT_PART_SIZE: u64 = 8 << 20;
+const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
+const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Parts of one object in flight at once (also bounded by `max_in_flight`).
+const PARTS_IN_FLIGHT: usize = 4;
+const LIST_PAGE: i32 = 1000;
+
+/// When the SDK computes and sends request checksums and validates response checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    /// `WhenRequired` when an endpoint URL is set (non-AWS servers), the SDK default (`WhenSupported`) otherwise.
+    #[default]
+    Auto,
+    /// Checksums on every operation that supports them (the SDK default; right for AWS).
+    WhenSupported,
+    /// Checksums only where an operation requires them (right for most S3-compatible servers on plain http).
+    WhenRequired,
+}
+
+/// Explicit S3 options; every field left unset falls back to the AWS environment (variables, profile, instance
+/// metadata) or to a default suited to mover's workload.
+///
+/// Deserializable so that a config file can carry it (`deny_unknown_fields`). `Debug` never shows the secret key or
+/// session token.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server (`http://127.0.0.1:7480`); `None`: AWS, or `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+    /// Region; `None`: the AWS chain (`AWS_REGION`, profile), else `us-east-1` when an endpoint is set.
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`); `None`: on when an endpoint URL is set.
+    pub force_path_style: Option<bool>,
+    /// Checksum behaviour.
+    pub checksum_mode: ChecksumMode,
+    /// Access key id; with `secret_access_key` it replaces the credential chain.
+    pub access_key_id: Option<String>,
+    /// Secret access key (never printed).
+    pub secret_access_key: Option<String>,
+    /// Session token for temporary credentials (never printed).
+    pub session_token: Option<String>,
+    /// Requests in flight at once through this store, parts included; `None`: 16.
+    pub max_in_flight: Option<usize>,
+    /// Preferred multipart part size in bytes (at least 5 MiB; raised when needed to stay within 10,000 parts);
+    /// `None`: 8 MiB.
+    pub part_size: Option<u64>,
+    /// Objects larger than this go up as multipart uploads; `None`: 16 MiB.
+    pub multipart_threshold: Option<u64>,
+    /// Timeout for establishing a connection, in seconds; `None`: 10.
+    pub connect_timeout_secs: Option<u64>,
+    /// Timeout for one request attempt (sending the body included), in seconds; `None`: no limit (stalled
+    /// transfers are still caught by the SDK's stalled-stream protection).
+    pub attempt_timeout_secs: Option<u64>,
+    /// Skip the HeadBucket check before the first request (for credentials that may not list the bucket).
+    pub skip_bucket_check: bool,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Config")
+            .field("endpoint_url", &self.endpoint_url.as_deref().map(strip_userinfo))
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("checksum_mode", &self.checksum_mode)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("session_token", &redact(&self.session_token))
+            .field("max_in_flight", &self.max_in_flight)
+            .field("part_size", &self.part_size)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("attempt_timeout_secs", &self.attempt_timeout_secs)
+            .field("skip_bucket_check", &self.skip_bucket_check)
+            .finish()
+    }
+}
+
+/// A bucket and a key prefix, parsed from `s3://bucket/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket name.
+    pub bucket: String,
+    /// The key prefix without leading or trailing `/` (empty: the bucket root).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parse `s3://bucket` or `s3://bucket/prefix/…` (a trailing `/` is ignored).
+    pub fn parse(dest: &str) -> Result<Self> {
+        let rest = dest
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::config(format!("{dest}: an S3 destination starts with s3://")))?;
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, p.trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        // Bucket naming rules (S3 user guide, "Bucket naming rules"), relaxed to what S3-compatible servers accept.
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.as_bytes()[0].is_ascii_alphanumeric()
+            && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+        if !bucket_ok {
+            return Err(Error::config(format!("{dest}: invalid bucket name {bucket:?}")));
+        }
+        if !prefix.is_empty() {
+            validate_key(prefix).map_err(|e| e.context(format!("{dest}: invalid key prefix")))?;
+        }
+        Ok(S3Location { bucket: bucket.to_string(), prefix: prefix.to_string() })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// `http://user:pass@host/` → `http://host/`: an endpoint shown to people never carries credentials.
+fn strip_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.rsplit_once('@').map_or(url, |(_, h)| h).to_string(),
+    }
+}
+
+/// The part size for an object of `len` bytes: the preferred size, raised (to a whole MiB) so the object fits in
+/// [`MAX_PARTS`] parts, never below [`MIN_PART_SIZE`]. Errors when the object cannot fit at all.
+pub fn part_size_for(len: u64, preferred: u64) -> Result<u64> {
+    const MIB: u64 = 1 << 20;
+    let needed = len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    let size = preferred.max(needed).max(MIN_PART_SIZE);
+    if size > MAX_PART_SIZE {
+        return Err(Error::config(format!(
+            "object of {len} bytes is too large for S3 ({MAX_PARTS} parts of at most {MAX_PART_SIZE} bytes)"
+        )));
+    }
+    Ok(size)
+}
+
+/// Options after validation and defaults.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    part_size: u64,
+    multipart_threshold: u64,
+}
+
+/// A store in an S3 bucket under a key prefix.
+///
+/// Cheap to clone (shared state). The SDK client is built on first use (loading credentials and region is
+/// asynchronous); [`S3Store::connect`] builds it at once and checks the bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: S3Location,
+    config: S3Config,
+    tuning: Tuning,
+    client: OnceCell<Client>,
+    permits: Semaphore,
+    /// For `describe()`: the explicit endpoint, without credentials.
+    endpoint_shown: Option<String>,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.inner.location)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    /// A store for `location` with `config`, validated now; the client is built on first use.
+    pub fn new(location: S3Location, config: S3Config) -> Result<Self> {
+        let part_size = config.part_size.unwrap_or(DEFAULT_PART_SIZE);
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+            return Err(Error::config(format!(
+                "S3 part size {part_size} is outside {MIN_PART_SIZE}..={MAX_PART_SIZE} bytes"
+            )));
+        }
+        let multipart_threshold = config.multipart_threshold.unwrap_or(DEFAULT_MULTIPART_THRESHOLD);
+        if multipart_threshold > MAX_SINGLE_PUT {
+            return Err(Error::config(format!(
+                "S3 multipart threshold {multipart_threshold} is above the single-PUT limit of {MAX_SINGLE_PUT} bytes"
+            )));
+        }
+        let max_in_flight = config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            return Err(Error::config("S3 max_in_flight must be at least 1"));
+        }
+        if config.access_key_id.is_some() != config.secret_access_key.is_some() {
+            return Err(Error::config("S3 access_key_id and secret_access_key must be given together"));
+        }
+        if let Some(url) = &config.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::config(format!(
+                "S3 endpoint {:?} must start with http:// or https://",
+                strip_userinfo(url)
+            )));
+        }
+        let endpoint_shown = config.endpoint_url.as_deref().map(strip_userinfo);
+        Ok(S3Store {
+            inner: Arc::new(Inner {
+                location,
+                tuning: Tuning { part_size, multipart_threshold },
+                config,
+                client: OnceCell::new(),
+                permits: Semaphore::new(max_in_flight),
+                endpoint_shown,
+            }),
+        })
+    }
+
+    /// A store for an `s3://bucket/prefix` destination.
+    pub fn from_url(dest: &str, config: S3Config) -> Result<Self> {
+        Self::new(S3Location::parse(dest)?, config)
+    }
+
+    /// Build the client now and check that the bucket exists (unless the config skips that check).
+    pub async fn connect(location: S3Location, config: S3Config) -> Result<Self> {
+        let store = Self::new(location, config)?;
+        store.client().await?;
+        Ok(store)
+    }
+
+    /// Where the store writes.
+    pub fn location(&self) -> &S3Location {
+        &self.inner.location
+    }
+
+    /// Create the bucket if it does not exist yet (for test servers and first-time setup).
+    pub async fn create_bucket_if_missing(&self) -> Result<()> {
+        let client = build_client(&self.inner.config).await?;
+        let bucket = &self.inner.location.bucket;
+        match client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
+            Err(e) => return Err(map_sdk_error(format!("checking bucket {bucket}"), e)),
+        }
+        match client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
+            Err(e) => Err(map_sdk_error(format!("creating bucket {bucket}"), e)),
+        }
+    }
+
+    async fn client(&self) -> Result<&Client> {
+        self.inner
+            .client
+            .get_or_try_init(|| async {
+                let client = build_client(&self.inner.config).await?;
+                if !self.inner.config.skip_bucket_check {
+                    let bucket = &self.inner.location.bucket;
+                    if let Err(e) = client.head_bucket().bucket(bucket).send().await {
+                        // A missing bucket must never look like a missing object (s3s-fs answers NoSuchKey).
+                        if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
+                            return Err(Error::config(format!("{}: bucket {bucket} does not exist", self.describe())));
+                        }
+                        return Err(map_sdk_error(format!("checking bucket {bucket} of {}", self.describe()), e));
+                    }
+                }
+                Ok(client)
+            })
+            .await
+    }
+
+    async fn permit(&self) -> SemaphorePermit<'_> {
+        self.inner.permits.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// The full object key of a store key.
+    fn full_key(&self, key: &str) -> Result<String> {
+        validate_key(key)?;
+        Ok(self.full_key_unchecked(key))
+    }
+
+    fn full_key_unchecked(&self, key: &str) -> String {
+        let p = &self.inner.location.prefix;
+        if p.is_empty() { key.to_string() } else { format!("{p}/{key}") }
+    }
+
+    /// `s3://bucket/full-key` for error messages.
+    fn url(&self, full_key: &str) -> String {
+        format!("s3://{}/{full_key}", self.inner.location.bucket)
+    }
+
+    async fn put_single(&self, full_key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        let client = self.client().await?;
+        let _permit = self.permit().await;
+        let mut req = client
+            .put_object()
+            .bucket(&self.inner.location.bucket)
+            .key(full_key)
+            .content_length(data.len() as i64)
+            .body(ByteStream::from(data));
+        if mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) if mode == PutMode::Create && is_precondition_conflict(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(map_sdk_error(format!("PUT {}", self.url(full_key)), e)),
+        }
+    }
+
+    async fn put_multipart(&self, full_key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        let part_size = part_size_for(data.len() as u64, self.inner.tuning.part_size)?;
+        // A create of an existing large object: do not upload gigabytes to have them refused at the end.
+        if mode == PutMode::Create && self.head_full(full_key).await?.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let client = self.client().await?.clone();
+        let bucket = self.inner.location.bucket.clone();
+        let url = self.url(full_key);
+        let upload_id = {
+            let _permit = self.permit().await;
+            let out = client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(full_key)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(format!("starting multipart upload of {url}"), e))?;
+            out.upload_id.ok_or_else(|| {
+                Error::new(ErrorKind::Other, format!("{url}: CreateMultipartUpload returned no upload id"))
+            })?
+        };
+        let mut guard = AbortGuard {
+            client: client.clone(),
+            bucket: bucket.clone(),
+            key: full_key.to_string(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
+        let result = self.upload_parts_and_complete(&client, full_key, &upload_id, data, part_size, mode).await;
+        match &result {
+            // Completed: nothing to abort.
+            Ok(PutOutcome::Written) => guard.armed = false,
+            // Refused by If-None-Match, or failed: abort now and wait for it, so the failure leaves nothing behind.
+            _ => {
+                guard.armed = false;
+                let _permit = self.permit().await;
+                if let Err(e) =
+                    client.abort_multipart_upload().bucket(&bucket).key(full_key).upload_id(&upload_id).send().await
+                {
+                    tracing::warn!(object = %url, error = %map_sdk_error("abort".into(), e), "aborting multipart upload failed");
+                }
+            }
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        client: &Client,
+        full_key: &str,
+        upload_id: &str,
+        data: Bytes,
+        part_size: u64,
+        mode: PutMode,
+    ) -> Result<PutOutcome> {
+        let url = self.url(full_key);
+        let len = data.len() as u64;
+        let n_parts = len.div_ceil(part_size).max(1);
+        let mut parts: Vec<CompletedPart> = Vec::with_capacity(n_parts as usize);
+        let mut tasks = JoinSet::new();
+        let mut next = 0u64;
+        let in_flight = PARTS_IN_FLIGHT.min(self.inner.config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT));
+        loop {
+            while next < n_parts && tasks.len() < in_flight {
+                let start = next * part_size;
+                let end = (start + part_size).min(len);
+                let body = data.slice(start as usize..end as usize);
+                let part_number = (next + 1) as i32;
+                let store = self.clone();
+                let client = client.clone();
+                let key = full_key.to_string();
+                let upload_id = upload_id.to_string();
+                tasks.spawn(async move {
+                    let _permit = store.permit().await;
+                    let out = client
+                        .upload_part()
+                        .bucket(&store.inner.location.bucket)
+                        .key(&key)
+                        .upload_id(upload_id)
+                        .part_number(part_number)
+                        .content_length(body.len() as i64)
+                        .body(ByteStream::from(body))
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            map_sdk_error(format!("uploading part {part_number} of {}", store.url(&key)), e)
+                        })?;
+                    let e_tag = out.e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
+                        Error::new(ErrorKind::Transient, format!("part {part_number} of {}: no ETag", store.url(&key)))
+                    })?;
+                    Ok::<_, Error>(CompletedPart::builder().part_number(part_number).e_tag(e_tag).build())
+                });
+                next += 1;
+            }
+            let Some(done) = tasks.join_next().await else { break };
+            let part =
+                done.map_err(|e| Error::new(ErrorKind::Other, format!("{url}: part upload task failed: {e}")))??;
+            parts.push(part);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        let _permit = self.permit().await;
+        let mut req = client
+            .complete_multipart_upload()
+            .bucket(&self.inner.location.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        if mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        // The response's ETag is not used: Ceph RGW sends an empty one.
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) if mode == PutMode::Create && is_precondition_conflict(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(map_sdk_error(format!("completing multipart upload of {url}"), e)),
+        }
+    }
+
+    async fn head_full(&self, full_key: &str) -> Result<Option<ObjectMeta>> {
+        let client = self.client().await?;
+        let _permit = self.permit().await;
+        match client.head_object().bucket(&self.inner.location.bucket).key(full_key).send().await {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: String::new(),
+                size: out.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(map_sdk_error(format!("HEAD {}", self.url(full_key)), e)),
+        }
+    }
+
+    /// GET with an optional `Range` header; returns the body and whether the server honoured the range.
+    async fn get_object(&self, full_key: &str, range: Option<(u64, u64)>) -> Result<(Bytes, bool)> {
+        let client = self.client().await?;
+        let url = self.url(full_key);
+        let _permit = self.permit().await;
+        let mut req = client.get_object().bucket(&self.inner.location.bucket).key(full_key);
+        if let Some((first, last)) = range {
+            req = req.range(format!("bytes={first}-{last}"));
+        }
+        let out = req.send().await.map_err(|e| map_sdk_error(format!("GET {url}"), e))?;
+        let partial = out.content_range.is_some();
+        let expected = out.content_length.and_then(|n| u64::try_from(n).ok());
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Transient, format!("GET {url}: reading the body: {e}")).with_source(e))?
+            .into_bytes();
+        if let Some(n) = expected
+            && n != body.len() as u64
+        {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!("GET {url}: body of {} bytes, Content-Length said {n}", body.len()),
+            ));
+        }
+        Ok((body, partial))
+    }
+}
+
+/// Aborts a multipart upload when dropped while armed (the put future was cancelled), so a cancelled upload does
+/// not leave parts behind that cost storage.
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let req = self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id);
+        handle.spawn(async move {
+            let _ = req.send().await;
+        });
+    }
+}
+
+async fn build_client(config: &S3Config) -> Result<Client> {
+    // One TLS stack (rustls with ring) for the SDK and for the credential providers.
+    let http_client: SharedHttpClient = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        loader = loader.credentials_provider(Credentials::new(
+            id.clone(),
+            secret.clone(),
+            config.session_token.clone(),
+            None,
+            "mover-config",
+        ));
+    }
+    let sdk = loader.load().await;
+    let custom_endpoint = sdk.endpoint_url().is_some();
+    let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+        // Retries are done by RetryStore, in one place, for every store.
+        .retry_config(RetryConfig::disabled())
+        .timeout_config({
+            let mut t = TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(config.connect_timeout_secs.unwrap_or(10)));
+            if let Some(s) = config.attempt_timeout_secs {
+                t = t.operation_attempt_timeout(Duration::from_secs(s));
+            }
+            t.build()
+        })
+        .force_path_style(config.force_path_style.unwrap_or(custom_endpoint));
+    if sdk.region().is_none() {
+        if custom_endpoint {
+            builder = builder.region(Region::from_static("us-east-1"));
+        } else {
+            return Err(Error::config("no S3 region: set AWS_REGION, a profile region or the region option"));
+        }
+    }
+    let when_required = match config.checksum_mode {
+        ChecksumMode::Auto => custom_endpoint,
+        ChecksumMode::WhenSupported => false,
+        ChecksumMode::WhenRequired => true,
+    };
+    if when_required {
+        builder = builder
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    }
+    Ok(Client::from_conf(builder.build()))
+}
+
+type RawResponse = aws_sdk_s3::config::http::HttpResponse;
+
+fn status_of<E>(err: &SdkError<E, RawResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// 412 PreconditionFailed (the object exists), or 409 ConditionalRequestConflict (a concurrent conditional write
+/// of the same key won): both mean "already there" for a create.
+fn is_precondition_conflict<E: ProvideErrorMetadata>(err: &SdkError<E, RawResponse>) -> bool {
+    match status_of(err) {
+        Some(412) => true,
+        Some(409) => matches!(err.code(), Some("ConditionalRequestConflict")),
+        _ => false,
+    }
+}
+
+/// What an HTTP status and S3 error code mean for mover.
+fn classify(status: u16, code: Option<&str>) -> ErrorKind {
+    match (status, code) {
+        (_, Some("NoSuchBucket")) => ErrorKind::Config,
+        (404, _) | (_, Some("NoSuchKey" | "NotFound")) => ErrorKind::NotFound,
+        (416, _) | (_, Some("InvalidRange")) => ErrorKind::Corrupt,
+        (
+            _,
+            Some(
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "OperationAborted",
+            ),
+        ) => ErrorKind::Transient,
+        (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
+        (400 | 401 | 403 | 405, _) => ErrorKind::Config,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Turn an SDK error into a mover [`Error`] whose kind says whether a retry can help. Messages name the operation
+/// and object, never credentials.
+fn map_sdk_error<E>(what: String, err: SdkError<E, RawResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, detail) = match &err {
+        SdkError::ConstructionFailure(_) => (ErrorKind::Config, "could not build the request".to_string()),
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".to_string()),
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_user() { ErrorKind::Config } else { ErrorKind::Transient };
+            let why = if d.is_timeout() {
+                "timed out"
+            } else if d.is_io() {
+                "connection failed or was reset"
+            } else {
+                "request could not be sent"
+            };
+            (kind, format!("{why}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)))
+        }
+        SdkError::ResponseError(_) => {
+            (ErrorKind::Transient, format!("bad response: {}", aws_sdk_s3::error::DisplayErrorContext(&err)))
+        }
+        SdkError::ServiceError(_) => {
+            let status = status_of(&err).unwrap_or(0);
+            let code = err.code();
+            let message = err.message().unwrap_or("");
+            (classify(status, code), format!("HTTP {status} {} {message}", code.unwrap_or("")).trim_end().to_string())
+        }
+        _ => (ErrorKind::Other, aws_sdk_s3::error::DisplayErrorContext(&err).to_string()),
+    };
+    Error::new(kind, format!("{what}: {detail}")).with_source(err)
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        match &self.inner.endpoint_shown {
+            Some(ep) => format!("{} at {ep}", self.inner.location),
+            None => self.inner.location.to_string(),
+        }
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        let full_key = self.full_key(key)?;
+        if data.len() as u64 > self.inner.tuning.multipart_threshold {
+            self.put_multipart(&full_key, data, mode).await
+        } else {
+            self.put_single(&full_key, data, mode).await
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let full_key = self.full_key(key)?;
+        Ok(self.get_object(&full_key, None).await?.0)
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let full_key = self.full_key(key)?;
+        let outside = |len: Option<u64>| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "range {}..{} is outside object {} of {} bytes",
+                    range.start,
+                    range.end,
+                    self.url(&full_key),
+                    len.map_or("fewer".to_string(), |n| n.to_string())
+                ),
+            )
+        };
+        if range.start >= range.end {
+            // HTTP cannot express an empty range: check the start against the size.
+            let meta = self.head_full(&full_key).await?;
+            return match meta {
+                None => Err(Error::new(ErrorKind::NotFound, format!("object {} not found", self.url(&full_key)))),
+                Some(m) if range.start < m.size && range.start == range.end => Ok(Bytes::new()),
+                Some(m) => Err(outside(Some(m.size))),
+            };
+        }
+        match self.get_object(&full_key, Some((range.start, range.end - 1))).await {
+            Ok((body, true)) => Ok(body),
+            // The server ignored the Range header and sent the whole object: cut the range out here.
+            Ok((body, false)) => super::memory::slice_range(&self.url(&full_key), &body, range),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Err(outside(None).with_source(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let full_key = self.full_key(key)?;
+        Ok(self.head_full(&full_key).await?.map(|m| ObjectMeta { key: key.to_string(), size: m.size }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let client = self.client().await?;
+        let full_prefix = self.full_key_unchecked(prefix);
+        let strip = if self.inner.location.prefix.is_empty() { 0 } else { self.inner.location.prefix.len() + 1 };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let _permit = self.permit().await;
+            let page = client
+                .list_objects_v2()
+                .bucket(&self.inner.location.bucket)
+                .prefix(&full_prefix)
+                .max_keys(LIST_PAGE)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(format!("LIST {}", self.url(&full_prefix)), e))?;
+            for obj in page.contents() {
+                let Some(k) = obj.key() else { continue };
+                if !k.starts_with(&full_prefix) || k.len() < strip {
+                    continue;
+                }
+                let size = obj.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                out.push(ObjectMeta { key: k[strip..].to_string(), size });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        // S3 lists in binary key order already; some compatible servers do not.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full_key = self.full_key(key)?;
+        let client = self.client().await?;
+        let _permit = self.permit().await;
+        match client.delete_object().bucket(&self.inner.location.bucket).key(&full_key).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_sdk_error(format!("DELETE {}", self.url(&full_key)), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_locations() {
+        let l = S3Location::parse("s3://my-bucket").unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", ""));
+        let l = S3Location::parse("s3://my-bucket/a/b/").unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", "a/b"));
+        assert_eq!(l.to_string(), "s3://my-bucket/a/b");
+        for bad in ["my-bucket/x", "s3://", "s3://B", "s3://ab", "s3://-bucket", "s3://bucket//x", "s3://bucket/../x"] {
+            assert!(S3Location::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn part_sizes_respect_s3_limits() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(part_size_for(100 * MIB, 8 * MIB).unwrap(), 8 * MIB);
+        assert_eq!(part_size_for(100 * MIB, MIB).unwrap(), MIN_PART_SIZE);
+        for len in [10_000 * 8 * MIB + 1, 200_000 * MIB, 5 << 40] {
+            let size = part_size_for(len, 8 * MIB).unwrap();
+            assert!(len.div_ceil(size) <= MAX_PARTS, "{len} in parts of {size}");
+            assert!(size >= MIN_PART_SIZE && size <= MAX_PART_SIZE && size % MIB == 0);
+        }
+        assert!(part_size_for(MAX_PARTS * MAX_PART_SIZE + 1, 8 * MIB).is_err());
+    }
+
+    #[test]
+    fn debug_and_describe_hide_secrets() {
+        let config = S3Config {
+            endpoint_url: Some("http://user:pw-in-url@127.0.0.1:9000".into()),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("very-secret-key".into()),
+            session_token: Some("very-secret-token".into()),
+            ..S3Config::default()
+        };
+        let store = S3Store::from_url("s3://bucket/pre", config.clone()).unwrap();
+        for shown in [format!("{config:?}"), format!("{store:?}"), store.describe()] {
+            for secret in ["very-secret-key", "very-secret-token", "pw-in-url"] {
+                assert!(!shown.contains(secret), "{secret} shown in {shown}");
+            }
+        }
+        assert_eq!(store.describe(), "s3://bucket/pre at http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let loc = || S3Location::parse("s3://bucket").unwrap();
+        assert!(S3Store::new(loc(), S3Config { part_size: Some(1 << 20), ..Default::default() }).is_err());
+        assert!(S3Store::new(loc(), S3Config { max_in_flight: Some(0), ..Default::default() }).is_err());
+        assert!(S3Store::new(loc(), S3Config { access_key_id: Some("a".into()), ..Default::default() }).is_err());
+        assert!(
+            S3Store::new(loc(), S3Config { endpoint_url: Some("127.0.0.1:1".into()), ..Default::default() }).is_err()
+        );
+        let parsed: S3Config =
+            serde_json::from_str(r#"{"endpoint_url":"http://127.0.0.1:7480","checksum_mode":"when-required"}"#)
+                .unwrap();
+        assert_eq!(parsed.checksum_mode, ChecksumMode::WhenRequired);
+        assert!(serde_json::from_str::<S3Config>(r#"{"endpoint":"x"}"#).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn error_classification() {
+        assert_eq!(classify(404, Some("NoSuchKey")), ErrorKind::NotFound);
+        assert_eq!(classify(404, None), ErrorKind::NotFound);
+        assert_eq!(classify(404, Some("NoSuchBucket")), ErrorKind::Config);
+        assert_eq!(classify(503, Some("SlowDown")), ErrorKind::Transient);
+        assert_eq!(classify(500, Some("InternalError")), ErrorKind::Transient);
+        assert_eq!(classify(502, None), ErrorKind::Transient);
+        assert_eq!(classify(429, None), ErrorKind::Transient);
+        assert_eq!(classify(400, Some("RequestTimeout")), ErrorKind::Transient);
+        assert_eq!(classify(403, Some("AccessDenied")), ErrorKind::Config);
+        assert_eq!(classify(403, Some("SignatureDoesNotMatch")), ErrorKind::Config);
+        assert_eq!(classify(416, Some("InvalidRange")), ErrorKind::Corrupt);
+        assert_eq!(classify(409, Some("BucketNotEmpty")), ErrorKind::Other);
+    }
+}
