@@ -820,7 +820,7 @@ mod tests {
         for len in [10_000 * 8 * MIB + 1, 200_000 * MIB, 5 << 40] {
             let size = part_size_for(len, 8 * MIB).unwrap();
             assert!(len.div_ceil(size) <= MAX_PARTS, "{len} in parts of {size}");
-            assert!(size >= MIN_PART_SIZE && size <= MAX_PART_SIZE && size % MIB == 0);
+            assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size) && size.is_multiple_of(MIB));
         }
         assert!(part_size_for(MAX_PARTS * MAX_PART_SIZE + 1, 8 * MIB).is_err());
     }
