@@ -283,6 +283,9 @@ pub struct ManifestHeader {
     pub records: u64,
     /// BLAKE3 of the compressed body that follows the header.
     pub body_blake3: ContentId,
+    /// BLAKE3 of the uncompressed record lines: equal for two passes that found the mailbox identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_blake3: Option<ContentId>,
     /// Counters of this pass.
     pub stats: PassStats,
 }
@@ -291,6 +294,7 @@ pub struct ManifestHeader {
 pub struct ManifestWriter {
     enc: zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>,
     records: u64,
+    hasher: blake3::Hasher,
 }
 
 impl std::fmt::Debug for ManifestWriter {
@@ -309,7 +313,7 @@ impl ManifestWriter {
         let file = tempfile::tempfile().map_err(tmp_err)?;
         let enc =
             zstd::stream::write::Encoder::new(std::io::BufWriter::with_capacity(1 << 16, file), 6).map_err(tmp_err)?;
-        Ok(ManifestWriter { enc, records: 0 })
+        Ok(ManifestWriter { enc, records: 0, hasher: blake3::Hasher::new() })
     }
 
     /// Append one record.
@@ -322,6 +326,7 @@ impl ManifestWriter {
     /// Append already-encoded record lines (each ending in `\n`), e.g. carried over from a previous pass.
     pub fn write_lines(&mut self, lines: &[u8], count: u64) -> Result<()> {
         self.enc.write_all(lines).map_err(tmp_err)?;
+        self.hasher.update(lines);
         self.records += count;
         Ok(())
     }
@@ -329,6 +334,11 @@ impl ManifestWriter {
     /// Records written so far.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// BLAKE3 of the record lines written so far.
+    pub fn records_hash(&self) -> ContentId {
+        ContentId::from_hash(self.hasher.finalize())
     }
 
     /// Finish: the manifest object with `header` (whose `records` and `body_blake3` are filled in here).
@@ -339,6 +349,7 @@ impl ManifestWriter {
         let mut body = Vec::new();
         file.read_to_end(&mut body).map_err(tmp_err)?;
         header.records = self.records;
+        header.records_blake3 = Some(ContentId::from_hash(self.hasher.finalize()));
         header.body_blake3 = ContentId::of(&body);
         let head = serde_json::to_vec(&header).map_err(|e| Error::new(crate::ErrorKind::Other, e.to_string()))?;
         let mut out = Vec::with_capacity(12 + head.len() + body.len());
@@ -476,6 +487,7 @@ mod tests {
             tool: "t".into(),
             records: 0,
             body_blake3: ContentId::of(b""),
+            records_blake3: None,
             stats: PassStats::default(),
         };
         let obj = w.finish(header).unwrap();

@@ -13,13 +13,9 @@ pub fn parse_name(name: &[u8], sub: &str) -> MaildirInfo {
     let mut info = MaildirInfo { sub: sub.to_string(), ..Default::default() };
     // The info suffix starts at the last separator followed by "2," (or the experimental "1,").
     let mut base: &str = &name;
-    if let Some((i, sep)) = name
-        .char_indices()
-        .filter(|&(i, c)| {
-            matches!(c, ':' | '!' | ';') && (name[i + 1..].starts_with("2,") || name[i + 1..].starts_with("1,"))
-        })
-        .last()
-    {
+    if let Some((i, sep)) = name.char_indices().rfind(|&(i, c)| {
+        matches!(c, ':' | '!' | ';') && (name[i + 1..].starts_with("2,") || name[i + 1..].starts_with("1,"))
+    }) {
         info.sep = Some(sep);
         info.flags = name[i + 3..].to_string();
         base = &name[..i];

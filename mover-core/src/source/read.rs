@@ -124,10 +124,11 @@ pub fn read_content(f: &mut OpenFile, path: &Path, policy: &ReadPolicy) -> Resul
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(i64::MAX);
     let quiet = now_ns.saturating_sub(f.stat.mtime_ns) >= (policy.quiet_secs as i64) * 1_000_000_000;
-    if policy.mmap && quiet {
-        if let Some(data) = map(&f.file) {
-            return Ok(Content::Whole { data, mapped: true });
-        }
+    if policy.mmap
+        && quiet
+        && let Some(data) = map(&f.file)
+    {
+        return Ok(Content::Whole { data, mapped: true });
     }
     Ok(Content::Stream)
 }

@@ -1,0 +1,429 @@
+//! The command line: the contract operators and other tools script against.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mover_core::pipeline::{MigrateOptions, Progress};
+use mover_core::report::MigrationSummary;
+use mover_core::restore::{ReplayReport, RestoreOptions};
+use mover_core::store::{DynStore, open_destination};
+
+use crate::display;
+
+/// Exit code: everything worked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the command failed (error, or verification found a mismatch or a missing object).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: wrong arguments (clap's own code).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the migration completed, but some items were quarantined (listed in the summary).
+pub const EXIT_QUARANTINED: u8 = 3;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: an error stopped the command, or verify/restore found a mismatch or a missing object
+  2  usage error (bad arguments)
+  3  completed, but some items were quarantined (see the summary; their paths, offsets and reasons are listed)
+
+Logging goes to stderr; set MOVER_LOG (e.g. MOVER_LOG=debug) or use -v for more.";
+
+/// Move legacy mail stores (Maildir, mbox) into object storage, deduplicated and compressed, and restore them byte
+/// for byte.
+#[derive(Debug, Parser)]
+#[command(
+    name = "moverd",
+    version,
+    about,
+    long_about = "moverd moves the mail stores of this server into a destination (a local directory today; S3 is \
+                  coming) and gets them back byte for byte.\n\n\
+                  Quick start:\n  \
+                  moverd migrate /var/mail/alice /srv/mover-dest --mailbox alice\n  \
+                  moverd verify /srv/mover-dest --mailbox alice\n  \
+                  moverd restore /srv/mover-dest --mailbox alice --to /tmp/alice-restored\n  \
+                  moverd ls /srv/mover-dest",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate one mailbox: read SOURCE, store what DEST does not have yet, write the mailbox manifest.
+    ///
+    /// SOURCE is a Maildir, a Maildir++ root (with .Folder.Sub folders), a tree of Maildirs, an mbox file, or a
+    /// directory of mbox folder files. Every file in the tree is kept, including dovecot-uidlist, subscriptions and
+    /// other non-message files. Running it again stores only what changed (a delta pass); unchanged files are not
+    /// even read.
+    #[command(after_help = "Examples:\n  \
+        moverd migrate /home/alice/Maildir /srv/dest --mailbox alice@example.org\n  \
+        moverd migrate /var/mail/bob /srv/dest --json     # mailbox id defaults to the file name: bob")]
+    Migrate(MigrateArgs),
+    /// Check a destination: read every blob a mailbox needs, check every hash, rebuild every message and file in
+    /// memory and compare with what was recorded at migration. Writes nothing.
+    #[command(after_help = "Examples:\n  moverd verify /srv/dest                 # every mailbox\n  \
+        moverd verify /srv/dest --mailbox alice --json")]
+    Verify(VerifyArgs),
+    /// Rebuild a mailbox from DEST alone into a directory (no local state needed). Never overwrites files.
+    #[command(after_help = "Example:\n  moverd restore /srv/dest --mailbox alice --to /tmp/alice\n  \
+        diff -r /home/alice/Maildir /tmp/alice    # identical")]
+    Restore(RestoreArgs),
+    /// List the mailboxes in a destination with their message counts, source bytes and stored bytes.
+    Ls(LsArgs),
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The mail store to read: Maildir, Maildir++ root, tree of Maildirs, mbox file, or directory of mbox files.
+    pub source: PathBuf,
+    /// Where to store: a local directory (created if missing).
+    pub dest: String,
+    /// Mailbox id in DEST [default: SOURCE's file name].
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Print one JSON summary object on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// zstd compression level (1-22; 3 is fast and gets most of the gain).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: i32,
+    /// Target size of pack objects (small blobs are packed together).
+    #[arg(long, default_value = "32M", value_parser = display::parse_size)]
+    pub pack_size: u64,
+    /// Worker threads for hashing and compression [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Never memory-map source files (stream them instead). Use when other processes may truncate mbox files
+    /// during the migration.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The destination to check.
+    pub dest: String,
+    /// Only this mailbox [default: every mailbox].
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Check this pass instead of the latest (needs --mailbox).
+    #[arg(long, requires = "mailbox")]
+    pub pass: Option<u32>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The destination to restore from.
+    pub dest: String,
+    /// The mailbox to restore.
+    #[arg(long)]
+    pub mailbox: String,
+    /// Directory to rebuild the mailbox in (created if missing; existing files are never overwritten).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Restore this pass instead of the latest.
+    #[arg(long)]
+    pub pass: Option<u32>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The destination to list.
+    pub dest: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Set up logging to stderr: warnings by default, more with -v or `MOVER_LOG`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Run a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let result = match cli.command {
+        Command::Migrate(a) => migrate(a).await,
+        Command::Verify(a) => verify(a).await,
+        Command::Restore(a) => restore(a).await,
+        Command::Ls(a) => ls(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("moverd: error: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn open(dest: &str) -> anyhow::Result<DynStore> {
+    Ok(open_destination(dest)?)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// The `--json` summary of `migrate`: the fields scripts rely on first, then everything else.
+#[derive(Debug, serde::Serialize)]
+struct MigrateJson<'a> {
+    mailbox: &'a str,
+    pass: u32,
+    files: u64,
+    messages: u64,
+    source_bytes: u64,
+    new_stored_bytes: u64,
+    quarantined: u64,
+    seconds: f64,
+    nothing_new: bool,
+    source: &'a str,
+    destination: &'a str,
+    stats: &'a mover_core::report::PassStats,
+    quarantine: &'a [mover_core::report::QuarantineItem],
+}
+
+async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
+    let mailbox = match a.mailbox {
+        Some(m) => m,
+        None => a
+            .source
+            .canonicalize()
+            .unwrap_or_else(|_| a.source.clone())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", a.source.display()))?,
+    };
+    let store = open(&a.dest)?;
+    let mut opts = MigrateOptions::new(mailbox);
+    opts.zstd_level = a.zstd_level;
+    opts.pack_target = a.pack_size as usize;
+    opts.threads = a.threads;
+    opts.read.mmap = !a.no_mmap;
+    let progress = Arc::new(Progress::default());
+    opts.progress = Some(progress.clone());
+    let show = !a.json && !a.quiet && std::io::stderr().is_terminal();
+    let total = dir_size_estimate(&a.source);
+    let bar = show.then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let ticker = bar.clone().map(|bar| {
+        let p = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(p.bytes.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{} msgs, {} stored",
+                    p.messages.load(Ordering::Relaxed),
+                    display::bytes(p.stored.load(Ordering::Relaxed))
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let result = mover_core::pipeline::migrate(&a.source, store, opts).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let s = result?;
+    if a.json {
+        print_json(&MigrateJson {
+            mailbox: &s.mailbox,
+            pass: s.pass,
+            files: s.files,
+            messages: s.messages,
+            source_bytes: s.source_bytes,
+            new_stored_bytes: s.new_stored_bytes,
+            quarantined: s.quarantined,
+            seconds: s.seconds,
+            nothing_new: s.nothing_new,
+            source: &s.source,
+            destination: &s.destination,
+            stats: &s.stats,
+            quarantine: &s.quarantine,
+        })?;
+    } else {
+        print_migrate_summary(&s);
+    }
+    Ok(if s.quarantined > 0 { EXIT_QUARANTINED } else { EXIT_OK })
+}
+
+fn print_migrate_summary(s: &MigrationSummary) {
+    let st = &s.stats;
+    println!("mailbox {} → {} (pass {})", s.mailbox, s.destination, s.pass);
+    println!(
+        "  {} messages in {} files, {} read in {:.1} s ({})",
+        s.messages,
+        s.files,
+        display::bytes(st.read_bytes),
+        s.seconds,
+        display::rate(st.read_bytes, s.seconds)
+    );
+    if st.unchanged_files > 0 {
+        println!("  {} files unchanged since the previous pass (not read)", st.unchanged_files);
+    }
+    println!(
+        "  source {}; new in destination {} ({} new blobs, {} of content already there)",
+        display::bytes(s.source_bytes),
+        display::bytes(s.new_stored_bytes),
+        st.new_blobs,
+        display::bytes(st.deduplicated_bytes)
+    );
+    if s.nothing_new {
+        println!("  nothing new to store: the destination already had every byte of this mailbox");
+    }
+    if s.quarantined > 0 {
+        println!("  {} item(s) quarantined:", s.quarantined);
+        for q in &s.quarantine {
+            let offset = q.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
+            let stored = if q.stored { " [bytes kept, restored as they were]" } else { " [NOT stored]" };
+            println!("    {}{offset}: {}{stored}", q.path, q.reason);
+        }
+    }
+}
+
+/// Total size of regular files under `path`, for the progress bar (best effort; 0 if unknown).
+fn dir_size_estimate(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if meta.is_file() {
+        return meta.len();
+    }
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn print_replay(verb: &str, r: &ReplayReport) {
+    let status = if r.errors.is_empty() { "OK" } else { "FAILED" };
+    println!(
+        "{status}: {verb} mailbox {} pass {}: {} files, {} messages, {} directories, {} links, {}, {} blobs checked",
+        r.mailbox,
+        r.pass,
+        r.files,
+        r.messages,
+        r.dirs,
+        r.symlinks,
+        display::bytes(r.bytes),
+        r.blobs
+    );
+    if r.quarantined > 0 {
+        println!("  {} item(s) were quarantined at migration (see `moverd migrate` output)", r.quarantined);
+    }
+    for e in &r.errors {
+        println!("  error: {e}");
+    }
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<u8> {
+    let store = open(&a.dest)?;
+    let mailboxes = match &a.mailbox {
+        Some(m) => vec![m.clone()],
+        None => mover_core::restore::list_mailboxes(&store).await?.into_iter().map(|m| m.mailbox).collect(),
+    };
+    if mailboxes.is_empty() {
+        anyhow::bail!("{} holds no mailboxes", store.describe());
+    }
+    let mut reports = Vec::new();
+    for m in &mailboxes {
+        let r = mover_core::restore::verify(store.clone(), m, a.pass).await?;
+        if !a.json {
+            print_replay("verified", &r);
+        }
+        reports.push(r);
+    }
+    let failed = reports.iter().any(|r| !r.errors.is_empty());
+    if a.json {
+        print_json(&serde_json::json!({ "ok": !failed, "mailboxes": reports }))?;
+    }
+    Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
+}
+
+async fn restore(a: RestoreArgs) -> anyhow::Result<u8> {
+    let store = open(&a.dest)?;
+    let r = mover_core::restore::restore(store, &a.mailbox, &a.to, &RestoreOptions { pass: a.pass }).await?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        print_replay("restored", &r);
+        println!("  into {}", a.to.display());
+    }
+    Ok(if r.errors.is_empty() { EXIT_OK } else { EXIT_FAILURE })
+}
+
+async fn ls(a: LsArgs) -> anyhow::Result<u8> {
+    let store = open(&a.dest)?;
+    let list = mover_core::restore::list_mailboxes(&store).await?;
+    if a.json {
+        print_json(&list)?;
+        return Ok(EXIT_OK);
+    }
+    println!("{:<32} {:>6} {:>10} {:>12} {:>12} {:>6}", "MAILBOX", "PASSES", "MESSAGES", "SOURCE", "STORED", "QUAR");
+    for m in &list {
+        println!(
+            "{:<32} {:>6} {:>10} {:>12} {:>12} {:>6}",
+            m.mailbox,
+            m.passes,
+            m.messages,
+            display::bytes(m.source_bytes),
+            display::bytes(m.stored_bytes),
+            m.quarantined
+        );
+    }
+    if list.is_empty() {
+        println!("(no mailboxes in {})", store.describe());
+    }
+    Ok(EXIT_OK)
+}
