@@ -25,7 +25,7 @@ pub mod s3;
 pub use counting::{CountingStore, RequestCounts, StoreCounters};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
-pub use retry::{RetryConfig, RetryStore};
+pub use retry::{Backoff, RetryConfig, RetryStore};
 #[cfg(feature = "s3")]
 pub use s3::{S3Config, S3Location, S3Store};
 

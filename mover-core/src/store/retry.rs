@@ -62,41 +62,36 @@ impl RetryConfig {
     }
 }
 
-/// A store that retries the transient failures of an inner store.
-pub struct RetryStore<S> {
-    inner: S,
+/// Backoff state: a [`RetryConfig`] applied to any async operation, with its own jitter generator and a count of
+/// the retries made. [`RetryStore`] uses one for whole store operations; the S3 store uses one for the parts of a
+/// multipart upload.
+#[derive(Debug)]
+pub struct Backoff {
     config: RetryConfig,
     rng: Mutex<u64>,
     retries: AtomicU64,
 }
 
-impl<S: Store> fmt::Debug for RetryStore<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryStore").field("inner", &self.inner).field("config", &self.config).finish()
-    }
-}
-
-impl<S: Store> RetryStore<S> {
-    /// Wrap `inner`; the config is validated.
-    pub fn new(inner: S, config: RetryConfig) -> Result<Self> {
-        static STORES: AtomicU64 = AtomicU64::new(0);
+impl Backoff {
+    /// Backoff with `config` (validated) and a jitter seed from the clock.
+    pub fn new(config: RetryConfig) -> Result<Self> {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let seed = nanos ^ STORES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Self::with_seed(inner, config, seed)
+        Self::with_seed(config, nanos ^ INSTANCES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// Wrap `inner` with a fixed jitter seed (for reproducible tests).
-    pub fn with_seed(inner: S, config: RetryConfig, seed: u64) -> Result<Self> {
+    /// Backoff with a fixed jitter seed (for reproducible tests).
+    pub fn with_seed(config: RetryConfig, seed: u64) -> Result<Self> {
         config.validate()?;
-        Ok(RetryStore { inner, config, rng: Mutex::new(seed), retries: AtomicU64::new(0) })
+        Ok(Backoff { config, rng: Mutex::new(seed), retries: AtomicU64::new(0) })
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
+    /// The configuration.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
     }
 
     /// Retries made so far (attempts beyond the first), over all operations.
@@ -112,7 +107,9 @@ impl<S: Store> RetryStore<S> {
         Duration::from_nanos(if cap_ns == 0 { 0 } else { r % (cap_ns + 1) })
     }
 
-    async fn run<T, F, Fut>(&self, op: &str, key: &str, mut f: F) -> Result<T>
+    /// Run `f` until it succeeds, fails with an error that is not retryable, or has been tried `max_attempts`
+    /// times; `op` and `key` name it in logs and in the final error.
+    pub async fn run<T, F, Fut>(&self, op: &str, key: &str, mut f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -128,12 +125,54 @@ impl<S: Store> RetryStore<S> {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) if e.is_retryable() && attempt > 1 => {
                     return Err(e.context(format!("{op} {key} failed after {attempt} attempts")));
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// A store that retries the transient failures of an inner store.
+pub struct RetryStore<S> {
+    inner: S,
+    backoff: Backoff,
+}
+
+impl<S: Store> fmt::Debug for RetryStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryStore").field("inner", &self.inner).field("config", &self.backoff.config).finish()
+    }
+}
+
+impl<S: Store> RetryStore<S> {
+    /// Wrap `inner`; the config is validated.
+    pub fn new(inner: S, config: RetryConfig) -> Result<Self> {
+        Ok(RetryStore { inner, backoff: Backoff::new(config)? })
+    }
+
+    /// Wrap `inner` with a fixed jitter seed (for reproducible tests).
+    pub fn with_seed(inner: S, config: RetryConfig, seed: u64) -> Result<Self> {
+        Ok(RetryStore { inner, backoff: Backoff::with_seed(config, seed)? })
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Retries made so far (attempts beyond the first), over all operations.
+    pub fn retries(&self) -> u64 {
+        self.backoff.retries()
+    }
+
+    async fn run<T, F, Fut>(&self, op: &str, key: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.backoff.run(op, key, f).await
     }
 }
 
@@ -284,7 +323,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_cap_and_spreads() {
-        let s = RetryStore::with_seed(MemoryStore::new(), config(3), 42).unwrap();
+        let s = Backoff::with_seed(config(3), 42).unwrap();
         let cap = Duration::from_millis(800);
         let waits: Vec<Duration> = (0..1000).map(|_| s.jitter(cap)).collect();
         assert!(waits.iter().all(|w| *w <= cap));

@@ -12,9 +12,12 @@
 //! checksums only where an operation requires them (plain-http servers reject the SDK's default signed-chunk
 //! uploads with trailing checksums).
 //!
-//! **Retries live in one place**: the SDK's own retries are disabled here and every error is classified into an
-//! [`ErrorKind`]; wrap the store in [`super::RetryStore`] to retry the transient ones. A multipart upload is one
-//! store operation: when it fails, it is aborted and the retry layer retries the whole put.
+//! **Who retries what**: the SDK's own retries are disabled and every error is classified into an [`ErrorKind`].
+//! Whole store operations are retried by [`super::RetryStore`] (wrap the store in it). The one exception is inside
+//! a multipart upload: each of its requests (create, every part, complete) is retried here with the same
+//! [`super::Backoff`] code and its own [`S3Config::part_retry`], because retrying a multi-GiB upload from scratch
+//! for one failed part would rarely finish under a steady low fault rate. When the upload still fails, it is
+//! aborted and the error goes up, so `RetryStore` may retry the whole put.
 //!
 //! Known server quirks handled here: Ceph RGW returns an empty ETag from CompleteMultipartUpload (the ETag is not
 //! needed and not checked); s3s-fs reports a missing bucket as `NoSuchKey` (the bucket is checked with HeadBucket
@@ -24,6 +27,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,6 +45,7 @@ use serde::Deserialize;
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 
+use super::retry::{Backoff, RetryConfig as StoreRetryConfig};
 use super::{ObjectMeta, PutMode, PutOutcome, Store, validate_key};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -109,6 +114,9 @@ pub struct S3Config {
     pub attempt_timeout_secs: Option<u64>,
     /// Skip the HeadBucket check before the first request (for credentials that may not list the bucket).
     pub skip_bucket_check: bool,
+    /// Retries of the requests inside one multipart upload (create, each part, complete); `None`: 5 attempts,
+    /// 200 ms doubling to at most 5 s. Whole operations are retried by [`super::RetryStore`], not here.
+    pub part_retry: Option<StoreRetryConfig>,
 }
 
 impl fmt::Debug for S3Config {
@@ -128,6 +136,7 @@ impl fmt::Debug for S3Config {
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("attempt_timeout_secs", &self.attempt_timeout_secs)
             .field("skip_bucket_check", &self.skip_bucket_check)
+            .field("part_retry", &self.part_retry)
             .finish()
     }
 }
@@ -224,6 +233,7 @@ struct Inner {
     tuning: Tuning,
     client: OnceCell<Client>,
     permits: Semaphore,
+    part_backoff: Backoff,
     /// For `describe()`: the explicit endpoint, without credentials.
     endpoint_shown: Option<String>,
 }
@@ -268,6 +278,11 @@ impl S3Store {
             )));
         }
         let endpoint_shown = config.endpoint_url.as_deref().map(strip_userinfo);
+        let part_backoff = Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
+            max_attempts: 5,
+            base_backoff_ms: 200,
+            max_backoff_ms: 5_000,
+        }))?;
         Ok(S3Store {
             inner: Arc::new(Inner {
                 location,
@@ -275,6 +290,7 @@ impl S3Store {
                 config,
                 client: OnceCell::new(),
                 permits: Semaphore::new(max_in_flight),
+                part_backoff,
                 endpoint_shown,
             }),
         })
@@ -381,19 +397,23 @@ impl S3Store {
         let client = self.client().await?.clone();
         let bucket = self.inner.location.bucket.clone();
         let url = self.url(full_key);
-        let upload_id = {
-            let _permit = self.permit().await;
-            let out = client
-                .create_multipart_upload()
-                .bucket(&bucket)
-                .key(full_key)
-                .send()
-                .await
-                .map_err(|e| map_sdk_error(format!("starting multipart upload of {url}"), e))?;
-            out.upload_id.ok_or_else(|| {
-                Error::new(ErrorKind::Other, format!("{url}: CreateMultipartUpload returned no upload id"))
-            })?
-        };
+        let upload_id = self
+            .inner
+            .part_backoff
+            .run("starting multipart upload of", &url, || async {
+                let _permit = self.permit().await;
+                let out = client
+                    .create_multipart_upload()
+                    .bucket(&bucket)
+                    .key(full_key)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error(format!("starting multipart upload of {url}"), e))?;
+                out.upload_id.ok_or_else(|| {
+                    Error::new(ErrorKind::Other, format!("{url}: CreateMultipartUpload returned no upload id"))
+                })
+            })
+            .await?;
         let mut guard = AbortGuard {
             client: client.clone(),
             bucket: bucket.clone(),
@@ -402,17 +422,17 @@ impl S3Store {
             armed: true,
         };
         let result = self.upload_parts_and_complete(&client, full_key, &upload_id, data, part_size, mode).await;
-        match &result {
-            // Completed: nothing to abort.
-            Ok(PutOutcome::Written) => guard.armed = false,
-            // Refused by If-None-Match, or failed: abort now and wait for it, so the failure leaves nothing behind.
-            _ => {
-                guard.armed = false;
-                let _permit = self.permit().await;
-                if let Err(e) =
-                    client.abort_multipart_upload().bucket(&bucket).key(full_key).upload_id(&upload_id).send().await
-                {
-                    tracing::warn!(object = %url, error = %map_sdk_error("abort".into(), e), "aborting multipart upload failed");
+        guard.armed = false;
+        if !matches!(result, Ok(PutOutcome::Written)) {
+            // Refused by If-None-Match, or failed: abort now and wait for it, so that nothing is left behind.
+            let _permit = self.permit().await;
+            match client.abort_multipart_upload().bucket(&bucket).key(full_key).upload_id(&upload_id).send().await {
+                Ok(_) => {}
+                // Already gone (a completion whose answer was lost, then refused on retry).
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => {
+                    let e = map_sdk_error(format!("aborting multipart upload of {url}"), e);
+                    tracing::warn!(error = %e, "the upload's parts stay until a lifecycle rule removes them");
                 }
             }
         }
@@ -446,49 +466,88 @@ impl S3Store {
                 let key = full_key.to_string();
                 let upload_id = upload_id.to_string();
                 tasks.spawn(async move {
-                    let _permit = store.permit().await;
-                    let out = client
-                        .upload_part()
-                        .bucket(&store.inner.location.bucket)
-                        .key(&key)
-                        .upload_id(upload_id)
-                        .part_number(part_number)
-                        .content_length(body.len() as i64)
-                        .body(ByteStream::from(body))
-                        .send()
+                    let what = format!("part {part_number} of {}", store.url(&key));
+                    store
+                        .inner
+                        .part_backoff
+                        .run("uploading", &what, || {
+                            store.upload_part(&client, &key, &upload_id, part_number, body.clone(), &what)
+                        })
                         .await
-                        .map_err(|e| {
-                            map_sdk_error(format!("uploading part {part_number} of {}", store.url(&key)), e)
-                        })?;
-                    let e_tag = out.e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
-                        Error::new(ErrorKind::Transient, format!("part {part_number} of {}: no ETag", store.url(&key)))
-                    })?;
-                    Ok::<_, Error>(CompletedPart::builder().part_number(part_number).e_tag(e_tag).build())
                 });
                 next += 1;
             }
             let Some(done) = tasks.join_next().await else { break };
+            // The first failure ends the upload; dropping the JoinSet cancels the other parts.
             let part =
                 done.map_err(|e| Error::new(ErrorKind::Other, format!("{url}: part upload task failed: {e}")))??;
             parts.push(part);
         }
         parts.sort_by_key(|p| p.part_number());
+        let upload = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+        let attempts = AtomicU32::new(0);
+        self.inner
+            .part_backoff
+            .run("completing multipart upload of", &url, || async {
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                let mut req = client
+                    .complete_multipart_upload()
+                    .bucket(&self.inner.location.bucket)
+                    .key(full_key)
+                    .upload_id(upload_id)
+                    .multipart_upload(upload.clone());
+                if mode == PutMode::Create {
+                    req = req.if_none_match("*");
+                }
+                let permit = self.permit().await;
+                // The response's ETag is not used: Ceph RGW sends an empty one.
+                let err = match req.send().await {
+                    Ok(_) => return Ok(PutOutcome::Written),
+                    Err(e) => e,
+                };
+                drop(permit);
+                if mode == PutMode::Create && is_precondition_conflict(&err) {
+                    return Ok(PutOutcome::AlreadyExists);
+                }
+                if retry && matches!(status_of(&err), Some(403 | 404)) {
+                    // NoSuchUpload on a retry (s3s-fs: AccessDenied): an earlier attempt completed the upload but
+                    // its answer was lost. The object is there with our size, or this is a real error.
+                    if self.head_full(full_key).await?.is_some_and(|m| m.size == len) {
+                        return Ok(PutOutcome::Written);
+                    }
+                }
+                Err(map_sdk_error(format!("completing multipart upload of {url}"), err))
+            })
+            .await
+    }
+
+    /// One UploadPart request; the part's ETag is what completion needs.
+    async fn upload_part(
+        &self,
+        client: &Client,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+        what: &str,
+    ) -> Result<CompletedPart> {
         let _permit = self.permit().await;
-        let mut req = client
-            .complete_multipart_upload()
+        let out = client
+            .upload_part()
             .bucket(&self.inner.location.bucket)
-            .key(full_key)
+            .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        if mode == PutMode::Create {
-            req = req.if_none_match("*");
-        }
-        // The response's ETag is not used: Ceph RGW sends an empty one.
-        match req.send().await {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) if mode == PutMode::Create && is_precondition_conflict(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(map_sdk_error(format!("completing multipart upload of {url}"), e)),
-        }
+            .part_number(part_number)
+            .content_length(body.len() as i64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(format!("uploading {what}"), e))?;
+        let e_tag = out
+            .e_tag
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::new(ErrorKind::Transient, format!("uploading {what}: no ETag in the answer")))?;
+        Ok(CompletedPart::builder().part_number(part_number).e_tag(e_tag).build())
     }
 
     async fn head_full(&self, full_key: &str) -> Result<Option<ObjectMeta>> {
