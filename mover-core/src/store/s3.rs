@@ -277,7 +277,7 @@ impl S3Store {
                 strip_userinfo(url)
             )));
         }
-        let endpoint_shown = config.endpoint_url.as_deref().map(strip_userinfo);
+        let endpoint_shown = config.endpoint_url.clone().or_else(env_endpoint).as_deref().map(strip_userinfo);
         let part_backoff = Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
             max_attempts: 5,
             base_backoff_ms: 200,
@@ -616,6 +616,16 @@ impl Drop for AbortGuard {
     }
 }
 
+/// The endpoint the AWS environment variables configure for S3, if any (honouring
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`).
+fn env_endpoint() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"))
+}
+
 async fn build_client(config: &S3Config) -> Result<Client> {
     // One TLS stack (rustls with ring) for the SDK and for the credential providers.
     let http_client: SharedHttpClient = aws_smithy_http_client::Builder::new()
@@ -640,7 +650,8 @@ async fn build_client(config: &S3Config) -> Result<Client> {
         ));
     }
     let sdk = loader.load().await;
-    let custom_endpoint = sdk.endpoint_url().is_some();
+    // AWS_ENDPOINT_URL lands in the shared config; the S3-specific variable is applied by the S3 config builder.
+    let custom_endpoint = sdk.endpoint_url().is_some() || env_endpoint().is_some();
     let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
         // Retries are done by RetryStore, in one place, for every store.
         .retry_config(RetryConfig::disabled())
@@ -900,6 +911,13 @@ mod tests {
             }
         }
         assert_eq!(store.describe(), "s3://bucket/pre at http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn s3_destinations_open() {
+        let store = super::super::open_destination("s3://bucket/some/prefix/").unwrap();
+        assert!(store.describe().starts_with("s3://bucket/some/prefix"), "{}", store.describe());
+        assert!(super::super::open_destination("s3://Bad_Bucket").is_err());
     }
 
     #[test]
