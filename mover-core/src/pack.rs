@@ -84,7 +84,9 @@ pub struct SealedPack {
 impl PackWriter {
     /// A new, empty pack.
     pub fn new(id: PackId, capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity + 4096);
+        // Room for the blobs, plus the index and trailer that `seal` appends (57 bytes per entry; a pack of small
+        // blobs rarely holds more than a few per KiB).
+        let mut buf = BytesMut::with_capacity(capacity + capacity / 8 + 4096);
         buf.put_slice(PACK_MAGIC);
         PackWriter { id, buf, entries: Vec::new() }
     }

@@ -67,8 +67,8 @@ pub struct MigrateOptions {
     pub batch_bytes: usize,
     /// Batches that may wait between reader and workers.
     pub queue_batches: usize,
-    /// Bytes of sealed packs that may be uploading at once.
-    pub upload_budget: usize,
+    /// Bytes of sealed packs that may be uploading at once (default: two packs).
+    pub upload_budget: Option<usize>,
     /// How files are read.
     pub read: ReadPolicy,
     /// How many times a file that changed while being read is read again before it is quarantined.
@@ -105,7 +105,7 @@ impl MigrateOptions {
             max_blob: 16 << 20,
             batch_bytes: 8 << 20,
             queue_batches: 2,
-            upload_budget: 64 << 20,
+            upload_budget: None,
             read: ReadPolicy::default(),
             change_retries: 3,
             threads: None,
@@ -368,7 +368,7 @@ impl Reader<'_> {
             Content::Whole { data, mapped } => {
                 let kind = if maildir_sub.is_some() {
                     FileKind::Maildir
-                } else if head_is_mbox(&data[..data.len().min(4096)]) {
+                } else if head_is_mbox(&data[..data.len().min(mbox::SNIFF_LEN)]) {
                     FileKind::Mbox
                 } else {
                     FileKind::Opaque
@@ -376,7 +376,7 @@ impl Reader<'_> {
                 (kind, Ok((data, mapped)))
             }
             Content::Stream => {
-                let mut head = vec![0u8; 4096];
+                let mut head = vec![0u8; mbox::SNIFF_LEN];
                 let n = read_at(&open.file, &mut head, 0)
                     .map_err(|e| Error::io(format!("reading {}", entry.abs.display()), e));
                 let n = match n {
@@ -743,12 +743,12 @@ impl Packer {
             self.uploader.upload(w.seal())?;
             loc
         } else {
-            let w = self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), self.pack_target));
-            let loc = w.add(blob.id, &stored, blob.raw_len, codec);
-            if w.len() >= self.pack_target {
+            // Seal before the pack would outgrow its buffer: a reallocation would double the memory it holds.
+            if self.current.as_ref().is_some_and(|w| !w.is_empty() && w.len() + stored.len() > self.pack_target) {
                 self.seal()?;
             }
-            loc
+            let w = self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), self.pack_target));
+            w.add(blob.id, &stored, blob.raw_len, codec)
         };
         self.index.insert_if_absent(blob.id, loc);
         Ok(BlobRef::new(blob.id, loc))
@@ -1231,7 +1231,8 @@ fn run_pass(
             })
             .map_err(|e| Error::io("starting the reader thread", e))?;
 
-        let budget_kib = (opts.upload_budget >> 10).max(1) as u32;
+        let budget = opts.upload_budget.unwrap_or(2 * opts.pack_target.max(opts.standalone_min));
+        let budget_kib = (budget >> 10).max(1) as u32;
         let uploader = Uploader {
             handle: handle.clone(),
             store: store.clone(),

@@ -1,1 +1,12 @@
-//! x
+//! Integration tests for mover: the moverd binary and the mover-core library, end to end.
+//!
+//! Every test that moves data restores it and compares it byte for byte with the source.
+
+mod badinput;
+mod common;
+mod corpora;
+mod dedupe;
+mod memory;
+mod rerun;
+mod roundtrip;
+mod s3;

@@ -59,14 +59,31 @@ pub struct Splitter {
     started: bool,
 }
 
-/// Whether `data` (the head of a file) is an mbox: a From_ line at the start, after an optional UTF-8 BOM.
+/// How many bytes of a file's head [`sniff`] looks at.
+pub const SNIFF_LEN: usize = 64 * 1024;
+
+/// Whether `head` (the first [`SNIFF_LEN`] bytes of a file) is an mbox: a From_ line at the start (after an optional
+/// UTF-8 BOM), or, for an mbox whose start is damaged, a dated From_ line after a blank line further in.
 pub fn sniff(head: &[u8]) -> bool {
-    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let line = match memchr::memchr(b'\n', head) {
-        Some(i) => &head[..i],
-        None => head,
+    let start = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let line = match memchr::memchr(b'\n', start) {
+        Some(i) => &start[..i],
+        None => start,
     };
-    is_from_line(line, true)
+    if is_from_line(line.strip_suffix(b"\r").unwrap_or(line), true) {
+        return true;
+    }
+    // Further in, accept only the strict form: a blank line, then From_ with an address and a date (not `From -`).
+    for i in memmem::find_iter(head, b"\n\nFrom ").chain(memmem::find_iter(head, b"\n\r\nFrom ")) {
+        let start = i + if head[i + 1] == b'\r' { 3 } else { 2 };
+        if let Some(line) = line_at(head, start, false)
+            && !line.starts_with(b"From -")
+            && is_from_line(line, true)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether `line` (without its `\n`) is a From_ line; `after_blank` says whether a blank line (or the start of the
@@ -410,6 +427,16 @@ mod tests {
             }
             assert_eq!(got, whole, "step {step}");
         }
+    }
+
+    #[test]
+    fn sniffing() {
+        assert!(sniff(b"From a@b Mon Apr 18 14:23:23 2022\nX: y\n"));
+        assert!(sniff(b"\xEF\xBB\xBFFrom -\r\nX: y\r\n"));
+        assert!(sniff(b"\x00garbage\n\nFrom a@b Mon Apr 18 14:23:23 2022\nX: y\n"));
+        assert!(!sniff(b"Subject: x\n\nFrom - something\n"));
+        assert!(!sniff(b"Subject: x\n\nbody\nFrom a@b Mon Apr 18 14:23:23 2022\n"));
+        assert!(!sniff(b"1 100 7\n"));
     }
 
     #[test]

@@ -1,0 +1,54 @@
+//! Re-runs: nothing new is stored for an unchanged source; additions and changes are picked up; the latest pass
+//! restores the source as it is now, and earlier passes stay restorable.
+
+use crate::common::*;
+
+#[test]
+fn rerun_stores_nothing_then_picks_up_changes() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("carol");
+    crate::roundtrip::maildir_fixture(&src);
+    let mbox = src.join("Old Mail.mbox");
+    write_file(&mbox, b"From a@b Mon Apr 18 14:23:23 2022\nSubject: 1\n\nx\n", 1_600_000_000);
+    let dest = work.path().join("dest");
+    let first = migrate_json(&src, &dest, "carol", EXIT_OK);
+    assert_eq!(first["pass"], 1);
+
+    let again = migrate_json(&src, &dest, "carol", EXIT_OK);
+    assert_eq!(again["nothing_new"], true, "{again:#}");
+    assert_eq!(again["new_stored_bytes"], 0, "an unchanged source stores nothing: {again:#}");
+    assert_eq!(again["stats"]["unchanged_files"], again["files"], "nothing is re-read: {again:#}");
+    assert_eq!(again["stats"]["read_bytes"], 0);
+    assert_eq!(again["pass"], 1, "no new pass for an identical mailbox");
+    let human = moverd_ok(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", "carol"], EXIT_OK);
+    assert!(human.contains("nothing new to store"), "{human}");
+
+    // A new message, a message renamed by a flag change, and an appended mbox message.
+    write_file(
+        &src.join("new/1800000000.new.host"),
+        &message(&[("Subject", "new one")], b"fresh\n", "\n"),
+        1_800_000_000,
+    );
+    std::fs::rename(src.join("cur/1639054935.U6009.host:2,S"), src.join("cur/1639054935.U6009.host:2,RS")).unwrap();
+    let mut data = std::fs::read(&mbox).unwrap();
+    data.extend_from_slice(b"\nFrom a@b Tue Apr 19 14:23:23 2022\nSubject: 2\n\ny\n");
+    write_file(&mbox, &data, 1_600_000_100);
+    let third = migrate_json(&src, &dest, "carol", EXIT_OK);
+    assert_eq!(third["pass"], 2, "{third:#}");
+    assert_eq!(third["messages"], first["messages"].as_u64().unwrap() + 2);
+    assert!(third["stats"]["unchanged_files"].as_u64().unwrap() >= 12, "{third:#}");
+    assert!(third["stats"]["new_blobs"].as_u64().unwrap() <= 4, "only the new header and bodies are new: {third:#}");
+
+    let to = work.path().join("restored");
+    moverd_ok(["verify", dest.to_str().unwrap()], EXIT_OK);
+    moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", "carol", "--to", to.to_str().unwrap()], EXIT_OK);
+    assert_same_tree(&src, &to);
+    // Pass 1 is still there and still complete.
+    let to1 = work.path().join("restored-pass1");
+    moverd_ok(
+        ["restore", dest.to_str().unwrap(), "--mailbox", "carol", "--pass", "1", "--to", to1.to_str().unwrap()],
+        EXIT_OK,
+    );
+    assert!(to1.join("cur/1639054935.U6009.host:2,S").exists());
+    assert!(!to1.join("new/1800000000.new.host").exists());
+}

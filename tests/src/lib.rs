@@ -1,1 +1,0 @@
-//! Helpers for the integration tests live next to them.
