@@ -295,6 +295,33 @@ async fn listing_follows_continuation_tokens() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `open_destination("s3://…")` configured only by the standard AWS variables, as moverd uses it: this test runs
+/// itself again as a child process with [`S3Server::aws_env`], and the child reads back what the parent wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_destination_uses_the_aws_environment() -> anyhow::Result<()> {
+    const CHILD: &str = "MOVER_TEST_S3_CHILD_URL";
+    let data = pattern(8 * MIB, 14);
+    if let Ok(url) = std::env::var(CHILD) {
+        let store = mover_core::store::open_destination(&url)?;
+        assert!(store.get("from-parent").await? == data, "child read different bytes");
+        assert_eq!(store.put("from-child", data.slice(..1000), PutMode::Create).await?, PutOutcome::Written);
+        return Ok(());
+    }
+    let server = S3Server::start().await?;
+    server.store("env").put("from-parent", data.clone(), PutMode::Create).await?;
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.args(["s3::open_destination_uses_the_aws_environment", "--exact", "--nocapture"]);
+    child.env(CHILD, server.url("env")).envs(server.aws_env());
+    // The server runs on this runtime: wait for the child off its workers.
+    let out = tokio::task::spawn_blocking(move || child.output()).await??;
+    assert!(out.status.success(), "child failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "the child ran the test");
+    assert_eq!(server.store("env").get("from-child").await?, data.slice(..1000));
+    // Path-style requests: the bucket is in the path, not in the host name.
+    assert!(server.requests().iter().all(|r| r.path.starts_with(&format!("/{}", S3Server::BUCKET))));
+    Ok(())
+}
+
 /// Ceph RGW, when one is running: `scripts/ceph-rgw.sh` prints the variables to set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_ceph_rgw() -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! let server = S3Server::start().await?;          // bucket `S3Server::BUCKET` exists, empty
 //! let store: DynStore = server.store("run-1");    // S3Store at s3://mover-test/run-1, SDK over real HTTP
 //! server.set_faults(every(3, 0, 0));              // every 3rd request: 503 SlowDown
+//! // A child process (moverd) reaches it with `server.url("run-1")` and the variables of `server.aws_env()`.
 //! ```
 //!
 //! The server stops when the [`S3Server`] is dropped; its files live in [`S3Server::root`] until then.
@@ -157,6 +158,24 @@ impl S3Server {
     /// [`Self::s3_store`] as a type-erased store.
     pub fn store(&self, prefix: &str) -> DynStore {
         Arc::new(self.s3_store(prefix))
+    }
+
+    /// `s3://BUCKET/prefix` (or `s3://BUCKET` for an empty prefix): the destination string for this server.
+    pub fn url(&self, prefix: &str) -> String {
+        if prefix.is_empty() { format!("s3://{}", Self::BUCKET) } else { format!("s3://{}/{prefix}", Self::BUCKET) }
+    }
+
+    /// Environment variables for a child process (moverd, say) so that `open_destination(&server.url(..))` reaches
+    /// this server through the standard AWS configuration. Instance metadata is disabled so the credential chain
+    /// never leaves loopback.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
     }
 
     /// Inject faults decided by `rule` from now on.
