@@ -387,7 +387,7 @@ async fn conformance_against_ceph_rgw() -> anyhow::Result<()> {
         candidates.push(data);
     }
     let stored = store.get("race/big").await?;
-    assert!(candidates.iter().any(|c| *c == stored), "the object is no writer's bytes");
+    assert!(candidates.contains(&stored), "the object is no writer's bytes");
     eprintln!("RGW: {written} of 3 concurrent multipart creates reported Written");
     assert!(written >= 1);
     for o in store.list("").await? {
