@@ -128,8 +128,9 @@ CONF
     monmaptool --create --add a "v1:127.0.0.1:$MON_PORT" --fsid "$fsid" "$D/monmap" >/dev/null
 
     log "starting monitor"
-    ceph-mon "${C[@]}" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
-    ceph-mon "${C[@]}" -i a
+    # Daemon chatter goes to stderr: stdout carries only the variables, for eval.
+    ceph-mon "${C[@]}" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" >&2
+    ceph-mon "${C[@]}" -i a >&2
     wait_for 60 ceph "${C[@]}" --connect-timeout 2 mon stat || die "monitor did not come up; see $D/log/mon.a.log"
 
     log "starting OSD"
@@ -139,12 +140,12 @@ CONF
     mkdir -p "$D/osd/ceph-$id"
     ceph-osd "${C[@]}" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$D/log/osd-mkfs.out" 2>&1 \
         || { tail -5 "$D/log/osd-mkfs.out" >&2; die "OSD mkfs failed"; }
-    ceph-osd "${C[@]}" -i "$id"
+    ceph-osd "${C[@]}" -i "$id" >&2
     osd_up() { ceph "${C[@]}" --connect-timeout 2 osd stat 2>/dev/null | grep -q '1 up'; }
     wait_for 120 osd_up || die "OSD did not come up; see $D/log/osd.0.log"
 
     log "starting radosgw"
-    radosgw "${C[@]}" -n client.rgw.a
+    radosgw "${C[@]}" -n client.rgw.a >&2
     wait_for 240 rgw_up || die "radosgw did not answer on 127.0.0.1:$PORT; see $D/log/client.rgw.a.log"
     radosgw-admin "${C[@]}" user create --uid=mover-test --display-name=mover-test \
         --access-key="$AK" --secret-key="$SK" >/dev/null
