@@ -1,5 +1,6 @@
 //! mover-core (work in progress: see the crate docs once the pipeline lands).
 #![allow(missing_docs)]
+pub mod bench;
 pub mod compress;
 pub mod corpus;
 pub mod error;
