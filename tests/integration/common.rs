@@ -25,8 +25,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = Command::new(moverd_bin()).args(args).env("MOVER_LOG", "warn").output().expect("moverd runs");
-    out
+    Command::new(moverd_bin()).args(args).env("MOVER_LOG", "warn").output().expect("moverd runs")
 }
 
 /// Run moverd and require `code`; returns stdout as text.

@@ -19,7 +19,7 @@ fn write_mbox(path: &Path, mib: usize) {
             &body,
             "\n",
         );
-        write!(f, "From sender{i}@example.org Mon Apr 18 14:23:23 2022\n").unwrap();
+        writeln!(f, "From sender{i}@example.org Mon Apr 18 14:23:23 2022").unwrap();
         f.write_all(&m).unwrap();
         f.write_all(b"\n\n").unwrap();
         written += m.len() + 50;

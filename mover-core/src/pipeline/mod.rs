@@ -1,0 +1,526 @@
+//! The wiring: source → split + hash → dedupe → compress → pack → store, then the manifest commit.
+//!
+//! ```text
+//!  reader thread            rayon pool                 collector (this thread)            tokio
+//!  walk, read, split mbox ─► split, BLAKE3, zstd ─────► dedupe, pack, spool records ──► uploads (bounded by bytes)
+//!  (batches, bounded)        (order kept)                 └─► manifest, committed after every upload is acknowledged
+//! ```
+//!
+//! - The reader walks the source in walk order, reads each file (whole, mapped or streamed), cuts mbox files into
+//!   messages and hands out batches of at most [`MigrateOptions::batch_bytes`]; at most
+//!   [`MigrateOptions::queue_batches`] batches wait, so memory does not grow with the source.
+//! - Each batch is processed on rayon in parallel, order preserved: the message is split into header and body,
+//!   every blob hashed, and only blobs the destination does not already have are compressed.
+//! - The collector re-checks each blob against the index (two messages in flight may share a new body), packs new
+//!   blobs, and spools the file's manifest records. When the file is done it checks that the file did not change
+//!   while it was read; if it did, the spooled records are dropped and the file is read again.
+//! - Sealed packs go to the store as tokio tasks, limited by [`MigrateOptions::upload_budget`] bytes in flight.
+//! - The manifest is written only after every pack of the pass is acknowledged: a crash before that leaves at most
+//!   unreferenced packs, whose blobs the next run finds in their indexes and does not upload again.
+//!
+//! Files unchanged since the previous pass (same size and modification time) are carried over from the previous
+//! manifest without being read.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::compress::Codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ContentId;
+use crate::index::BlobIndex;
+use crate::layout::{self, FormatMarker};
+use crate::manifest::{
+    BlobRef, ByteStr, FileKind, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, ManifestHeader, ManifestWriter, PartKind,
+    Record,
+};
+use crate::report::{MigrationSummary, PassStats, QuarantineItem};
+use crate::source::{self, Entry, FsSource, OpenFile, ReadPolicy, Source};
+use crate::split;
+use crate::store::{DynStore, PutMode, PutOutcome};
+
+mod collect;
+mod process;
+mod read;
+mod upload;
+
+use collect::{Collector, Packer};
+use process::Processor;
+use read::{PrevCursor, reader_thread};
+use upload::Uploader;
+
+/// A callback run after a file's content has been read and before it is checked for changes (tests use it to
+/// change files underneath a migration).
+pub type ReadHook = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// Tuning and identity of one migration pass. `MigrateOptions::new(mailbox)` gives the defaults.
+#[derive(Clone)]
+pub struct MigrateOptions {
+    /// The mailbox id the manifest is stored under.
+    pub mailbox: String,
+    /// zstd level for blobs (3 is zstd's default: fast, and most of the gain).
+    pub zstd_level: i32,
+    /// A pack is sealed and uploaded when it reaches this many bytes.
+    pub pack_target: usize,
+    /// Blobs whose stored size is at least this stand alone in their own object.
+    pub standalone_min: usize,
+    /// Parts larger than this are cut into blobs of this size.
+    pub max_blob: usize,
+    /// Bytes per batch handed from the reader to the workers.
+    pub batch_bytes: usize,
+    /// Batches that may wait between reader and workers.
+    pub queue_batches: usize,
+    /// Bytes of sealed packs that may be uploading at once (default: two packs).
+    pub upload_budget: Option<usize>,
+    /// How files are read.
+    pub read: ReadPolicy,
+    /// How many times a file that changed while being read is read again before it is quarantined.
+    pub change_retries: u32,
+    /// Worker threads for hashing and compression (default: all cores).
+    pub threads: Option<usize>,
+    /// Live counters for a progress display.
+    pub progress: Option<Arc<Progress>>,
+    /// Test hook, see [`ReadHook`].
+    pub after_read: Option<ReadHook>,
+}
+
+impl std::fmt::Debug for MigrateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateOptions")
+            .field("mailbox", &self.mailbox)
+            .field("zstd_level", &self.zstd_level)
+            .field("pack_target", &self.pack_target)
+            .field("standalone_min", &self.standalone_min)
+            .field("max_blob", &self.max_blob)
+            .field("upload_budget", &self.upload_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrateOptions {
+    /// Defaults for migrating `mailbox`.
+    pub fn new(mailbox: impl Into<String>) -> Self {
+        MigrateOptions {
+            mailbox: mailbox.into(),
+            zstd_level: 3,
+            pack_target: 32 << 20,
+            standalone_min: 8 << 20,
+            max_blob: 16 << 20,
+            batch_bytes: 8 << 20,
+            queue_batches: 2,
+            upload_budget: None,
+            read: ReadPolicy::default(),
+            change_retries: 3,
+            threads: None,
+            progress: None,
+            after_read: None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        layout::validate_mailbox(&self.mailbox)?;
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(Error::config(format!("zstd level {} is outside 1..=22", self.zstd_level)));
+        }
+        if self.pack_target < 1 << 16 || self.max_blob < 1 << 16 || self.batch_bytes == 0 || self.queue_batches == 0 {
+            return Err(Error::config("pack target and blob size must be at least 64 KiB"));
+        }
+        Ok(())
+    }
+}
+
+/// Live counters of a running migration, for progress displays and status endpoints.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Regular files done.
+    pub files: AtomicU64,
+    /// Messages done.
+    pub messages: AtomicU64,
+    /// Source bytes done (read or carried over).
+    pub bytes: AtomicU64,
+    /// Bytes uploaded to the store.
+    pub stored: AtomicU64,
+}
+
+// Events between the stages.
+
+struct BlobOut {
+    id: ContentId,
+    raw_len: u64,
+    /// The stored form, unless the index already had the blob when it was processed.
+    stored: Option<(Codec, Bytes)>,
+}
+
+enum PieceIn {
+    Msg { offset: u64, from: Bytes, msg: Bytes, trail: Bytes, mapped: bool, mbox: bool },
+    Data { offset: u64, data: Bytes, mapped: bool },
+}
+
+enum PieceOut {
+    Msg {
+        offset: u64,
+        from: Bytes,
+        trail: Bytes,
+        parts: Vec<(PartKind, Vec<BlobOut>)>,
+        hash: ContentId,
+        len: u64,
+        flags: Option<String>,
+    },
+    Data {
+        offset: u64,
+        len: u64,
+        blobs: Vec<BlobOut>,
+    },
+}
+
+enum Event {
+    /// A record that needs no processing (directory, link, quarantine).
+    Record(Record),
+    /// Records carried over from the previous pass for an unchanged file.
+    Reused {
+        lines: Vec<u8>,
+        count: u64,
+        messages: u64,
+        size: u64,
+    },
+    FileStart {
+        entry: Entry,
+        record: Record,
+    },
+    PieceIn(PieceIn),
+    PieceOut(PieceOut),
+    /// The file was read to the end; `hash` is the whole-file BLAKE3 where it is recorded.
+    FileEnd {
+        entry: Entry,
+        open: OpenFile,
+        hash: Option<ContentId>,
+    },
+    /// Something about the current file to report once it is committed (bytes carried opaque).
+    Note {
+        offset: u64,
+        reason: String,
+    },
+    /// Reading the file failed part-way: drop what was spooled, quarantine it.
+    FileFailed {
+        entry: Entry,
+        offset: Option<u64>,
+        error: Error,
+    },
+}
+
+impl Event {
+    fn weight(&self) -> usize {
+        match self {
+            Event::PieceIn(PieceIn::Msg { msg, .. }) => msg.len() + 256,
+            Event::PieceIn(PieceIn::Data { data, .. }) => data.len() + 256,
+            Event::Reused { lines, .. } => lines.len(),
+            _ => 256,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Make sure `store` is a mover destination (writing the format marker into an empty one).
+pub async fn ensure_format(store: &DynStore) -> Result<()> {
+    match store.get(layout::FORMAT_KEY).await {
+        Ok(data) => {
+            let marker: FormatMarker = serde_json::from_slice(&data).map_err(|e| {
+                Error::corrupt(format!(
+                    "{}: {} is not a mover format marker: {e}",
+                    store.describe(),
+                    layout::FORMAT_KEY
+                ))
+            })?;
+            marker.check()
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let marker = serde_json::to_vec_pretty(&FormatMarker::current()).expect("marker serialises");
+            store.put(layout::FORMAT_KEY, Bytes::from(marker), PutMode::Create).await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Check that `store` holds a mover destination (for reading: nothing is written).
+pub async fn check_format(store: &DynStore) -> Result<()> {
+    let data = store.get(layout::FORMAT_KEY).await.map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            Error::config(format!("{} is not a mover destination (no {})", store.describe(), layout::FORMAT_KEY))
+        } else {
+            e
+        }
+    })?;
+    let marker: FormatMarker = serde_json::from_slice(&data).map_err(|e| {
+        Error::corrupt(format!("{}: {} is not a mover format marker: {e}", store.describe(), layout::FORMAT_KEY))
+    })?;
+    marker.check()
+}
+
+/// The passes of `mailbox` in `store`, oldest first.
+pub async fn passes(store: &DynStore, mailbox: &str) -> Result<Vec<u32>> {
+    let mut out: Vec<u32> = store
+        .list(&layout::mailbox_prefix(mailbox))
+        .await?
+        .iter()
+        .filter_map(|m| layout::parse_manifest_key(&m.key))
+        .filter(|(m, _)| m == mailbox)
+        .map(|(_, p)| p)
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Read the manifest of `mailbox`, pass `pass` (or the latest pass).
+pub async fn load_manifest(store: &DynStore, mailbox: &str, pass: Option<u32>) -> Result<Manifest> {
+    let pass = match pass {
+        Some(p) => p,
+        None => *passes(store, mailbox).await?.last().ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("mailbox {mailbox:?} has no manifest in {}", store.describe()))
+        })?,
+    };
+    let key = layout::manifest_key(mailbox, pass);
+    Manifest::parse(store.get(&key).await?, &key)
+}
+
+/// Migrate the mail store at `source` into `store` as mailbox `opts.mailbox`: one pass.
+pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Result<MigrationSummary> {
+    opts.validate()?;
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let src = FsSource::open(source)?;
+    ensure_format(&store).await?;
+    let prev = match load_manifest(&store, &opts.mailbox, None).await {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
+    };
+    let (index, packs) = BlobIndex::load(&store).await?;
+    tracing::info!(blobs = index.len(), packs, dest = %store.describe(), "dedupe index loaded");
+    let index = Arc::new(index);
+    let handle = Handle::current();
+    let source_display = source.display().to_string();
+    let store2 = store.clone();
+    let opts2 = opts.clone();
+    let prev2 = prev.clone();
+    let (stats, quarantine, manifest) =
+        tokio::task::spawn_blocking(move || run_pass(Box::new(src), prev2, index, store2, &opts2, handle))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Other, format!("migration task failed: {e}")))??;
+
+    let prev_header = prev.as_ref().map(|m| &m.header);
+    // Nothing changed at all: keep the previous pass as the current one.
+    if let Some(h) = prev_header
+        && h.records_blake3.is_some()
+        && h.records_blake3 == Some(manifest.records_hash())
+        && stats.new_blobs == 0
+    {
+        let mut stats = stats;
+        stats.stored_bytes_total = h.stats.stored_bytes_total;
+        return Ok(MigrationSummary {
+            mailbox: opts.mailbox.clone(),
+            pass: h.pass,
+            source: source_display,
+            destination: store.describe(),
+            files: stats.files,
+            messages: stats.messages,
+            source_bytes: stats.source_bytes,
+            new_stored_bytes: stats.new_stored_bytes,
+            quarantined: stats.quarantined,
+            seconds: started.elapsed().as_secs_f64(),
+            nothing_new: true,
+            stats,
+            quarantine,
+        });
+    }
+
+    let mut stats = stats;
+    let mut pass = prev_header.map(|h| h.pass + 1).unwrap_or(1);
+    let base_total = prev_header.map(|h| h.stats.stored_bytes_total).unwrap_or(0);
+    let mut header = ManifestHeader {
+        format: MANIFEST_FORMAT.to_string(),
+        version: MANIFEST_VERSION,
+        mailbox: opts.mailbox.clone(),
+        pass,
+        source: source_display.clone(),
+        source_is_dir: source.is_dir(),
+        started_ms,
+        finished_ms: now_ms(),
+        tool: format!("mover-core {}", env!("CARGO_PKG_VERSION")),
+        records: 0,
+        body_blake3: ContentId::of(b""),
+        records_blake3: None,
+        stats: stats.clone(),
+    };
+    header.stats.stored_bytes_total = base_total + stats.new_stored_bytes;
+    let draft = manifest.finish(header.clone())?;
+    // The manifest's own size counts as stored.
+    stats.new_stored_bytes += draft.len() as u64;
+    stats.stored_bytes_total = base_total + stats.new_stored_bytes;
+    header.stats = stats.clone();
+    loop {
+        header.pass = pass;
+        let object = reframe(&draft, &header)?;
+        let key = layout::manifest_key(&opts.mailbox, pass);
+        match store.put(&key, object, PutMode::Create).await? {
+            PutOutcome::Written => break,
+            // Another writer committed this pass number first: take the next one.
+            PutOutcome::AlreadyExists if pass < header_pass_limit(prev_header) => pass += 1,
+            PutOutcome::AlreadyExists => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("could not find a free pass number for mailbox {:?}", opts.mailbox),
+                ));
+            }
+        }
+    }
+    tracing::info!(mailbox = %opts.mailbox, pass, "manifest committed");
+    Ok(MigrationSummary {
+        mailbox: opts.mailbox.clone(),
+        pass,
+        source: source_display,
+        destination: store.describe(),
+        files: stats.files,
+        messages: stats.messages,
+        source_bytes: stats.source_bytes,
+        new_stored_bytes: stats.new_stored_bytes,
+        quarantined: stats.quarantined,
+        seconds: started.elapsed().as_secs_f64(),
+        nothing_new: stats.new_blobs == 0,
+        stats,
+        quarantine,
+    })
+}
+
+fn header_pass_limit(prev: Option<&ManifestHeader>) -> u32 {
+    prev.map(|h| h.pass).unwrap_or(0) + 16
+}
+
+/// Replace the header of a framed manifest object, keeping its body.
+fn reframe(object: &Bytes, header: &ManifestHeader) -> Result<Bytes> {
+    let (old, start) = crate::manifest::parse_header(object, "new manifest")?;
+    let mut header = header.clone();
+    header.records = old.records;
+    header.body_blake3 = old.body_blake3;
+    header.records_blake3 = old.records_blake3;
+    let head = serde_json::to_vec(&header).map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
+    let mut out = Vec::with_capacity(object.len() + 64);
+    out.extend_from_slice(crate::manifest::MANIFEST_MAGIC);
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&object[start..]);
+    Ok(Bytes::from(out))
+}
+
+type PassResult = (PassStats, Vec<QuarantineItem>, ManifestWriter);
+
+fn run_pass(
+    source: Box<dyn Source>,
+    prev: Option<Manifest>,
+    index: Arc<BlobIndex>,
+    store: DynStore,
+    opts: &MigrateOptions,
+    handle: Handle,
+) -> Result<PassResult> {
+    let pool = {
+        let mut b = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("mover-cpu-{i}"));
+        if let Some(n) = opts.threads {
+            b = b.num_threads(n);
+        }
+        b.build().map_err(|e| Error::new(ErrorKind::Other, format!("starting worker threads: {e}")))?
+    };
+    let prev_cursor = match &prev {
+        Some(m) => Some(PrevCursor { records: m.records()?.peekable() }),
+        None => None,
+    };
+    let is_dir = source.is_dir();
+    // The collector re-reads changed files itself, so it needs its own view of the source.
+    let reread: Box<dyn Source> = Box::new(ReopenOnly);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(opts.queue_batches);
+    let reader_error: Arc<Mutex<Option<Error>>> = Arc::default();
+    std::thread::scope(|scope| -> Result<PassResult> {
+        let reader_error2 = reader_error.clone();
+        let opts_r = opts.clone();
+        std::thread::Builder::new()
+            .name("mover-reader".into())
+            .spawn_scoped(scope, move || {
+                if let Err(e) = reader_thread(source, prev_cursor, &opts_r, tx) {
+                    *reader_error2.lock().unwrap() = Some(e);
+                }
+            })
+            .map_err(|e| Error::io("starting the reader thread", e))?;
+
+        let budget = opts.upload_budget.unwrap_or(2 * opts.pack_target.max(opts.standalone_min));
+        let budget_kib = (budget >> 10).max(1) as u32;
+        let uploader = Uploader {
+            handle: handle.clone(),
+            store: store.clone(),
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+            tasks: tokio::task::JoinSet::new(),
+            stored: 0,
+            packs: 0,
+            progress: opts.progress.clone(),
+        };
+        let mut collector = Collector {
+            packer: Packer {
+                index: index.clone(),
+                current: None,
+                pack_target: opts.pack_target,
+                standalone_min: opts.standalone_min,
+                uploader,
+            },
+            manifest: ManifestWriter::new()?,
+            stats: PassStats::default(),
+            quarantine: Vec::new(),
+            spool: None,
+            processor: Processor { index: &index, level: opts.zstd_level, max_blob: opts.max_blob },
+            opts,
+            source: reread.as_ref(),
+            source_is_single: !is_dir,
+        };
+        let mut run = || -> Result<()> {
+            for batch in rx.iter() {
+                let processor = &collector.processor;
+                let out: Vec<Result<Event>> =
+                    pool.install(|| batch.into_par_iter().map(|ev| processor.process(ev)).collect());
+                for ev in out {
+                    collector.handle(ev?)?;
+                }
+            }
+            Ok(())
+        };
+        let result = run();
+        drop(rx); // unblocks the reader if we stopped early
+        result?;
+        if let Some(e) = reader_error.lock().unwrap().take() {
+            return Err(e);
+        }
+        collector.packer.seal()?;
+        let stored = collector.packer.uploader.finish()?;
+        collector.stats.new_stored_bytes = stored;
+        collector.stats.packs = collector.packer.uploader.packs;
+        Ok((collector.stats, collector.quarantine, collector.manifest))
+    })
+}
+
+/// The collector's view of the source: it only re-opens files the reader already found.
+struct ReopenOnly;
+
+impl Source for ReopenOnly {
+    fn next_entry(&mut self) -> Option<std::result::Result<Entry, source::WalkError>> {
+        None
+    }
+    fn is_dir(&self) -> bool {
+        true
+    }
+}

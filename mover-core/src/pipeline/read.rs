@@ -1,0 +1,377 @@
+//! Stage 1: walk the source, carry unchanged files over from the previous pass, read and cut the rest.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::manifest::RecordReader;
+use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Source, maildir, mbox};
+
+/// The previous pass's manifest, read in step with the walk.
+pub(super) struct PrevCursor {
+    pub(super) records: std::iter::Peekable<RecordReader>,
+}
+
+pub(super) struct PrevFile {
+    pub(super) lines: Vec<u8>,
+    pub(super) count: u64,
+    pub(super) messages: u64,
+    pub(super) size: u64,
+}
+
+impl PrevCursor {
+    /// The previous pass's records of the file at `rel`, if it was recorded with `size` and `mtime` (then its
+    /// content, and so its kind, are taken to be unchanged, as rsync and every backup tool do).
+    pub(super) fn take_file(&mut self, rel: &[u8], size: u64, mtime: i64) -> Result<Option<PrevFile>> {
+        loop {
+            let order = match self.records.peek() {
+                None => return Ok(None),
+                Some(Err(_)) => return Err(self.records.next().expect("peeked").expect_err("is error")),
+                Some(Ok((Record::File { path, .. }, _))) => source::walk_cmp(&path.0, rel),
+                Some(Ok(_)) => {
+                    self.records.next();
+                    continue;
+                }
+            };
+            match order {
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Less => self.skip_block(None)?,
+                std::cmp::Ordering::Equal => {
+                    let Some(Ok((Record::File { size: s, mtime: m, .. }, _))) = self.records.peek() else {
+                        unreachable!("peeked a file record")
+                    };
+                    if (*s, *m) != (size, mtime) {
+                        self.skip_block(None)?;
+                        return Ok(None);
+                    }
+                    let mut prev = PrevFile { lines: Vec::new(), count: 0, messages: 0, size };
+                    self.skip_block(Some(&mut prev))?;
+                    return Ok(Some(prev));
+                }
+            }
+        }
+    }
+
+    /// Consume one file's records (File … End), collecting them into `into`.
+    pub(super) fn skip_block(&mut self, mut into: Option<&mut PrevFile>) -> Result<()> {
+        for rec in self.records.by_ref() {
+            let (rec, line) = rec?;
+            if let Some(p) = into.as_deref_mut() {
+                p.lines.extend_from_slice(&line);
+                p.count += 1;
+                if matches!(rec, Record::Msg { .. }) {
+                    p.messages += 1;
+                }
+            }
+            if matches!(rec, Record::End { .. }) {
+                return Ok(());
+            }
+        }
+        Err(Error::corrupt("previous manifest ends inside a file"))
+    }
+}
+
+/// Reads files and emits their events (used by the reader thread, and by the collector to re-read a file).
+pub(super) struct Reader<'a> {
+    pub(super) policy: &'a ReadPolicy,
+    pub(super) max_blob: usize,
+    pub(super) after_read: Option<&'a ReadHook>,
+}
+
+impl Reader<'_> {
+    /// Classify and read one regular file, emitting FileStart, pieces, and FileEnd (or FileFailed).
+    pub(super) fn read_file(
+        &self,
+        entry: &Entry,
+        source: &dyn Source,
+        emit: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        let mut open = match source.open(entry) {
+            Ok(o) => o,
+            Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
+        };
+        let content = match source::read::read_content(&mut open, &entry.abs, self.policy) {
+            Ok(c) => c,
+            Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
+        };
+        let stat = open.stat;
+        let maildir_sub = match entry.kind {
+            EntryKind::File { maildir } => maildir,
+            _ => None,
+        };
+        let head_is_mbox = |head: &[u8]| maildir_sub.is_none() && mbox::sniff(head);
+        let (kind, content) = match content {
+            Content::Whole { data, mapped } => {
+                let kind = if maildir_sub.is_some() {
+                    FileKind::Maildir
+                } else if head_is_mbox(&data[..data.len().min(mbox::SNIFF_LEN)]) {
+                    FileKind::Mbox
+                } else {
+                    FileKind::Opaque
+                };
+                (kind, Ok((data, mapped)))
+            }
+            Content::Stream => {
+                let mut head = vec![0u8; mbox::SNIFF_LEN];
+                let n = read_at(&open.file, &mut head, 0)
+                    .map_err(|e| Error::io(format!("reading {}", entry.abs.display()), e));
+                let n = match n {
+                    Ok(n) => n,
+                    Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: Some(0), error }),
+                };
+                let kind = if maildir_sub.is_some() {
+                    FileKind::Maildir
+                } else if head_is_mbox(&head[..n]) {
+                    FileKind::Mbox
+                } else {
+                    FileKind::Opaque
+                };
+                (kind, Err(()))
+            }
+        };
+        let rel_name = entry.rel.rsplit(|&b| b == b'/').next().unwrap_or(&entry.rel);
+        let record = Record::File {
+            path: ByteStr(entry.rel.clone()),
+            kind,
+            size: stat.size,
+            mode: stat.mode,
+            mtime: stat.mtime_ns,
+            maildir: maildir_sub.map(|sub| maildir::parse_name(rel_name, sub)),
+        };
+        emit(Event::FileStart { entry: entry.clone(), record })?;
+
+        let mut hasher = (kind != FileKind::Maildir).then(blake3::Hasher::new);
+        let result = match content {
+            Ok((data, mapped)) => {
+                if let Some(h) = hasher.as_mut() {
+                    if mapped {
+                        h.update_rayon(&data);
+                    } else {
+                        h.update(&data);
+                    }
+                }
+                self.emit_pieces(kind, &data, 0, true, mapped, &mut mbox::Splitter::new(), emit).map(|_| ())
+            }
+            Err(()) => self.stream_pieces(kind, entry, &open, hasher.as_mut(), emit),
+        };
+        if let Err(error) = result {
+            if error.kind() == ErrorKind::Cancelled {
+                return Err(error);
+            }
+            return emit(Event::FileFailed { entry: entry.clone(), offset: None, error });
+        }
+        if let Some(hook) = self.after_read {
+            hook(&entry.abs);
+        }
+        let hash = hasher.map(|h| ContentId::from_hash(h.finalize()));
+        emit(Event::FileEnd { entry: entry.clone(), open, hash })
+    }
+
+    /// Emit the pieces found at the start of `buf` (at file offset `base`); returns how many bytes were consumed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit_pieces(
+        &self,
+        kind: FileKind,
+        buf: &Bytes,
+        base: u64,
+        eof: bool,
+        mapped: bool,
+        splitter: &mut mbox::Splitter,
+        emit: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<usize> {
+        match kind {
+            FileKind::Maildir => {
+                emit(Event::PieceIn(PieceIn::Msg {
+                    offset: base,
+                    from: Bytes::new(),
+                    msg: buf.clone(),
+                    trail: Bytes::new(),
+                    mapped,
+                    mbox: false,
+                }))?;
+                Ok(buf.len())
+            }
+            FileKind::Opaque => {
+                // One piece per blob, so a large mapped file is never copied whole.
+                for r in split::chunks(buf.len(), self.max_blob) {
+                    let offset = base + r.start as u64;
+                    emit(Event::PieceIn(PieceIn::Data { offset, data: buf.slice(r), mapped }))?;
+                }
+                Ok(buf.len())
+            }
+            FileKind::Mbox => {
+                let mut at = 0usize;
+                while let Some(seg) = splitter.next(&buf[at..], eof) {
+                    let off = base + at as u64;
+                    match seg {
+                        mbox::Seg::Preamble { len } => {
+                            let data = buf.slice(at..at + len);
+                            if !(off == 0 && &data[..] == b"\xEF\xBB\xBF") {
+                                emit(Event::Note {
+                                    offset: off,
+                                    reason: format!(
+                                        "{len} bytes at offset {off} before the first From_ line are not a message; carried as opaque data"
+                                    ),
+                                })?;
+                            }
+                            emit(Event::PieceIn(PieceIn::Data { offset: off, data, mapped }))?
+                        }
+                        mbox::Seg::Message { from_len, msg_len, trail_len } => {
+                            let m = at + from_len;
+                            emit(Event::PieceIn(PieceIn::Msg {
+                                offset: off,
+                                from: Bytes::copy_from_slice(&buf[at..m]),
+                                msg: buf.slice(m..m + msg_len),
+                                trail: Bytes::copy_from_slice(&buf[m + msg_len..m + msg_len + trail_len]),
+                                mapped,
+                                mbox: true,
+                            }))?
+                        }
+                    }
+                    at += seg.len();
+                }
+                Ok(at)
+            }
+        }
+    }
+
+    /// Read a large file in chunks; mbox files are cut into messages across chunk boundaries.
+    pub(super) fn stream_pieces(
+        &self,
+        kind: FileKind,
+        entry: &Entry,
+        open: &OpenFile,
+        mut hasher: Option<&mut blake3::Hasher>,
+        emit: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        let chunk = self.policy.chunk.max(1 << 16);
+        let mut pending = bytes::BytesMut::new();
+        let mut base = 0u64; // file offset of pending[0]
+        let mut pos = 0u64; // file offset of the next read
+        let mut splitter = mbox::Splitter::new();
+        let size = open.stat.size;
+        loop {
+            let want = match kind {
+                // Opaque and Maildir data is cut at fixed blob boundaries.
+                FileKind::Opaque => self.max_blob,
+                FileKind::Maildir => usize::MAX,
+                // Read at least as much again as is pending, so a large message costs O(n) re-scans.
+                FileKind::Mbox => chunk.max(pending.len()),
+            };
+            let to_read = (want.min(size.saturating_sub(pos) as usize)).min(isize::MAX as usize);
+            let old = pending.len();
+            pending.resize(old + to_read, 0);
+            let n = read_at(&open.file, &mut pending[old..], pos)
+                .map_err(|e| Error::io(format!("reading {} at offset {pos}", entry.abs.display()), e))?;
+            pending.truncate(old + n);
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&pending[old..]);
+            }
+            pos += n as u64;
+            let eof = n == 0 || pos >= size;
+            let buf = pending.split().freeze();
+            let used = self.emit_pieces(kind, &buf, base, eof, false, &mut splitter, emit)?;
+            base += used as u64;
+            pending.extend_from_slice(&buf[used..]);
+            if eof {
+                if !pending.is_empty() {
+                    return Err(Error::bad_input(format!(
+                        "{}: {} bytes left unsplit at offset {base}",
+                        entry.abs.display(),
+                        pending.len()
+                    )));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The reader thread: walk the source, carry unchanged files over, read the rest, send batches.
+pub(super) fn reader_thread(
+    mut source: Box<dyn Source>,
+    mut prev: Option<PrevCursor>,
+    opts: &MigrateOptions,
+    tx: std::sync::mpsc::SyncSender<Vec<Event>>,
+) -> Result<()> {
+    let reader = Reader { policy: &opts.read, max_blob: opts.max_blob, after_read: opts.after_read.as_ref() };
+    let mut batch: Vec<Event> = Vec::new();
+    let mut weight = 0usize;
+    let cancelled = || Error::new(ErrorKind::Cancelled, "the collector stopped");
+    let mut emit = |ev: Event| -> Result<()> {
+        weight += ev.weight();
+        batch.push(ev);
+        if weight >= opts.batch_bytes {
+            tx.send(std::mem::take(&mut batch)).map_err(|_| cancelled())?;
+            weight = 0;
+        }
+        Ok(())
+    };
+    while let Some(next) = source.next_entry() {
+        let entry = match next {
+            Ok(e) => e,
+            Err(w) => {
+                emit(Event::Record(Record::Quarantine {
+                    path: ByteStr(w.rel),
+                    offset: None,
+                    reason: w.error.to_string(),
+                    stored: false,
+                }))?;
+                continue;
+            }
+        };
+        match &entry.kind {
+            EntryKind::Dir => {
+                emit(Event::Record(Record::Dir {
+                    path: ByteStr(entry.rel.clone()),
+                    mode: entry.stat.mode,
+                    mtime: entry.stat.mtime_ns,
+                }))?;
+            }
+            EntryKind::Symlink { target } => {
+                emit(Event::Record(Record::Symlink {
+                    path: ByteStr(entry.rel.clone()),
+                    target: ByteStr(target.clone()),
+                }))?;
+            }
+            EntryKind::Special => {
+                emit(Event::Record(Record::Quarantine {
+                    path: ByteStr(entry.rel.clone()),
+                    offset: None,
+                    reason: format!(
+                        "{}: not a regular file, directory or symbolic link (socket, FIFO or device); skipped",
+                        entry.abs.display()
+                    ),
+                    stored: false,
+                }))?;
+            }
+            EntryKind::File { maildir } => {
+                let _ = maildir;
+                if let Some(prev) = prev.as_mut()
+                    && let Some(p) = prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns)?
+                {
+                    emit(Event::Reused { lines: p.lines, count: p.count, messages: p.messages, size: p.size })?;
+                    continue;
+                }
+                reader.read_file(&entry, source.as_ref(), &mut emit)?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tx.send(batch).map_err(|_| cancelled())?;
+    }
+    Ok(())
+}
