@@ -1,0 +1,275 @@
+//! Micro-benchmarks of each pipeline stage, one thread, on the bytes of the corpus being measured.
+//!
+//! Each stage runs over the whole corpus (in memory) at least once and until [`StageOptions::min_seconds`] have
+//! passed; the figure is bytes ÷ seconds over all repetitions. One thread, so the figures add up: the time a
+//! single worker spends per byte is roughly the sum of 1 / (stage MB/s) over the stages it runs.
+
+use std::time::Instant;
+
+use mover_core::bench::{LoadedSource, mb_s};
+use mover_core::compress::{self, Codec};
+use mover_core::corpus::asctime;
+use mover_core::id::{ContentId, PackId};
+use mover_core::manifest::{BlobRef, ByteStr, ManifestWriter, Part, PartKind, Record};
+use mover_core::pack::PackWriter;
+use mover_core::source::mbox;
+use mover_core::split;
+use mover_core::store::{PutMode, Store};
+use serde::Serialize;
+
+/// How long to run each stage.
+#[derive(Debug, Clone, Copy)]
+pub struct StageOptions {
+    /// Keep repeating a stage until this many seconds have passed (at least one repetition).
+    pub min_seconds: f64,
+    /// zstd level.
+    pub zstd_level: i32,
+}
+
+/// One stage's figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    /// Stage name.
+    pub stage: String,
+    /// What was measured, for the reader.
+    pub what: String,
+    /// Bytes processed per repetition.
+    pub bytes: u64,
+    /// Items (messages, blobs, records) per repetition.
+    pub items: u64,
+    /// Repetitions.
+    pub reps: u32,
+    /// Seconds over all repetitions.
+    pub seconds: f64,
+    /// MB/s (decimal) over all repetitions.
+    pub mb_s: f64,
+    /// Items per second.
+    pub items_per_s: f64,
+}
+
+fn timed(
+    stage: &str,
+    what: &str,
+    bytes: u64,
+    items: u64,
+    min_seconds: f64,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<StageResult> {
+    let t = Instant::now();
+    let mut reps = 0u32;
+    loop {
+        f()?;
+        reps += 1;
+        if t.elapsed().as_secs_f64() >= min_seconds {
+            break;
+        }
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(StageResult {
+        stage: stage.into(),
+        what: what.into(),
+        bytes,
+        items,
+        reps,
+        seconds,
+        mb_s: mb_s(bytes * u64::from(reps), seconds),
+        items_per_s: (items * u64::from(reps)) as f64 / seconds,
+    })
+}
+
+/// The corpus as one mboxo file in memory (From_ line, escaped message, blank line), so that mbox splitting is
+/// measured on every corpus, Maildir ones included.
+fn as_mbox(src: &LoadedSource) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.bytes as usize + src.piece_count() * 64);
+    for (i, p) in src.pieces().enumerate() {
+        out.extend_from_slice(format!("From bench@example.org {}\n", asctime(1_600_000_000 + i as i64)).as_bytes());
+        for line in p.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        if !p.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Run every stage over `src`.
+pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result<Vec<StageResult>> {
+    let n = src.piece_count() as u64;
+    let bytes: u64 = src.pieces().map(|p| p.len() as u64).sum();
+    let min = opts.min_seconds;
+    let mut out = Vec::new();
+
+    out.push(timed("split", "split::header_len over every message", bytes, n, min, || {
+        let mut sum = 0usize;
+        for p in src.pieces() {
+            sum += split::header_len(p);
+        }
+        std::hint::black_box(sum);
+        Ok(())
+    })?);
+
+    let mbox_data = as_mbox(src);
+    out.push(timed(
+        "mbox-split",
+        "mbox::Splitter over the corpus written as one mboxo file",
+        mbox_data.len() as u64,
+        n,
+        min,
+        || {
+            let mut s = mbox::Splitter::new();
+            let mut at = 0;
+            let mut count = 0u64;
+            while let Some(seg) = s.next(&mbox_data[at..], true) {
+                at += seg.len();
+                count += 1;
+            }
+            anyhow::ensure!(at == mbox_data.len(), "splitter stopped at {at} of {}", mbox_data.len());
+            std::hint::black_box(count);
+            Ok(())
+        },
+    )?);
+    drop(mbox_data);
+
+    // The blobs as the pipeline makes them: header and body of each message.
+    let blobs: Vec<&[u8]> = src
+        .pieces()
+        .flat_map(|p| {
+            let h = split::header_len(p);
+            [&p[..h], &p[h..]]
+        })
+        .filter(|b| !b.is_empty())
+        .collect();
+    let blob_count = blobs.len() as u64;
+
+    out.push(timed("blake3", "ContentId::of of every header and body blob", bytes, blob_count, min, || {
+        for b in &blobs {
+            std::hint::black_box(ContentId::of(b));
+        }
+        Ok(())
+    })?);
+
+    let level = opts.zstd_level;
+    let what = format!("compress::compress (zstd {level}) of every header and body blob");
+    out.push(timed("zstd", &what, bytes, blob_count, min, || {
+        for b in &blobs {
+            std::hint::black_box(compress::compress(b, level)?);
+        }
+        Ok(())
+    })?);
+
+    // Stored forms, for packing and storing (not timed).
+    let stored: Vec<(ContentId, Vec<u8>, u64, Codec)> = blobs
+        .iter()
+        .map(|b| {
+            let id = ContentId::of(b);
+            match compress::compress(b, level) {
+                Ok(Some(c)) => Ok((id, c, b.len() as u64, Codec::Zstd)),
+                Ok(None) => Ok((id, b.to_vec(), b.len() as u64, Codec::None)),
+                Err(e) => Err(e),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let stored_bytes: u64 = stored.iter().map(|s| s.1.len() as u64).sum();
+    let target = 32 << 20;
+    let mut packs = Vec::new();
+    out.push(timed(
+        "pack",
+        "PackWriter::add of every stored blob, sealed at 32 MiB (MB/s of stored bytes)",
+        stored_bytes,
+        blob_count,
+        min,
+        || {
+            packs.clear();
+            let mut w = PackWriter::new(PackId::fresh(), target);
+            for (id, data, raw, codec) in &stored {
+                w.add(*id, data, *raw, *codec);
+                if w.len() >= target {
+                    packs.push(std::mem::replace(&mut w, PackWriter::new(PackId::fresh(), target)).seal());
+                }
+            }
+            if !w.is_empty() {
+                packs.push(w.seal());
+            }
+            Ok(())
+        },
+    )?);
+
+    let fake = |i: usize, raw: u64| {
+        BlobRef::new(
+            stored[i % stored.len().max(1)].0,
+            mover_core::pack::BlobLoc {
+                pack: PackId::fresh(),
+                offset: i as u64 * 100,
+                len: raw / 2,
+                raw_len: raw,
+                codec: Codec::Zstd,
+            },
+        )
+    };
+    let records: Vec<Record> = src
+        .pieces()
+        .enumerate()
+        .map(|(i, p)| {
+            let h = split::header_len(p);
+            Record::Msg {
+                offset: 0,
+                from: ByteStr(Vec::new()),
+                parts: vec![
+                    Part { k: PartKind::Header, blobs: vec![fake(2 * i, h as u64)] },
+                    Part { k: PartKind::Body, blobs: vec![fake(2 * i + 1, (p.len() - h) as u64)] },
+                ],
+                trail: ByteStr(Vec::new()),
+                blake3: ContentId::of(p),
+                len: p.len() as u64,
+                flags: None,
+            }
+        })
+        .collect();
+    out.push(timed(
+        "manifest",
+        "ManifestWriter::write of one two-part Msg record per message (MB/s of the source bytes described)",
+        bytes,
+        n,
+        min,
+        || {
+            let mut w = ManifestWriter::new()?;
+            for r in &records {
+                w.write(r)?;
+            }
+            std::hint::black_box(w.records());
+            Ok(())
+        },
+    )?);
+    drop(records);
+
+    // Writing the sealed packs to a local-directory store (write, fsync, link): the store's share of the work.
+    let pack_bytes: u64 = packs.iter().map(|p| (p.data.len() + p.index.len()) as u64).sum();
+    let scratch = tempfile::Builder::new().prefix("mover-bench-store-").tempdir()?;
+    let mut round = 0u32;
+    out.push(timed(
+        "store-put",
+        "LocalStore::put of the sealed packs and their indexes (write, fsync, link)",
+        pack_bytes,
+        packs.len() as u64 * 2,
+        min,
+        || {
+            round += 1;
+            let store = mover_core::store::LocalStore::create(scratch.path().join(round.to_string()))?;
+            rt.block_on(async {
+                for p in &packs {
+                    store.put(&format!("packs/{}.pack", p.id), p.data.clone(), PutMode::Create).await?;
+                    store.put(&format!("index/{}.idx", p.id), p.index.clone(), PutMode::Create).await?;
+                }
+                anyhow::Ok(())
+            })?;
+            std::fs::remove_dir_all(scratch.path().join(round.to_string()))?;
+            Ok(())
+        },
+    )?);
+    Ok(out)
+}
