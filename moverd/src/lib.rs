@@ -3,5 +3,6 @@
 //! The binary is a thin layer: [`cli::Cli`] is the argument grammar, [`cli::run`] does the work through
 //! `mover-core` and returns the process exit code. Everything here is testable without spawning the binary.
 
+pub mod bench;
 pub mod cli;
 pub mod display;
