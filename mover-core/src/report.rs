@@ -83,4 +83,6 @@ pub struct MigrationSummary {
     pub stats: PassStats,
     /// The quarantined items.
     pub quarantine: Vec<QuarantineItem>,
+    /// Store requests this pass made (counted at the store interface: one per put, get, head, list or delete).
+    pub requests: crate::store::RequestCounts,
 }

@@ -213,6 +213,7 @@ struct MigrateJson<'a> {
     source: &'a str,
     destination: &'a str,
     stats: &'a mover_core::report::PassStats,
+    requests: &'a mover_core::store::RequestCounts,
     quarantine: &'a [mover_core::report::QuarantineItem],
 }
 
@@ -283,6 +284,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
             source: &s.source,
             destination: &s.destination,
             stats: &s.stats,
+            requests: &s.requests,
             quarantine: &s.quarantine,
         })?;
     } else {
@@ -311,6 +313,11 @@ fn print_migrate_summary(s: &MigrationSummary) {
         display::bytes(s.new_stored_bytes),
         st.new_blobs,
         display::bytes(st.deduplicated_bytes)
+    );
+    let r = &s.requests;
+    println!(
+        "  requests: {} PUT ({} already there), {} GET, {} HEAD, {} LIST; {} packs",
+        r.put_requests, r.put_already_existed, r.get_requests, r.head_requests, r.list_requests, st.packs
     );
     if s.nothing_new {
         println!("  nothing new to store: the destination already had every byte of this mailbox");

@@ -10,3 +10,4 @@ mod memory;
 mod rerun;
 mod roundtrip;
 mod s3;
+mod s3_e2e;

@@ -295,6 +295,10 @@ pub async fn load_manifest(store: &DynStore, mailbox: &str, pass: Option<u32>) -
 /// Migrate the mail store at `source` into `store` as mailbox `opts.mailbox`: one pass.
 pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Result<MigrationSummary> {
     opts.validate()?;
+    // Count this pass's requests (the report's request economics).
+    let counting = crate::store::CountingStore::new(store);
+    let counters = counting.counters();
+    let store: DynStore = Arc::new(counting);
     let started = Instant::now();
     let started_ms = now_ms();
     let src = FsSource::open(source)?;
@@ -326,21 +330,8 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     {
         let mut stats = stats;
         stats.stored_bytes_total = h.stats.stored_bytes_total;
-        return Ok(MigrationSummary {
-            mailbox: opts.mailbox.clone(),
-            pass: h.pass,
-            source: source_display,
-            destination: store.describe(),
-            files: stats.files,
-            messages: stats.messages,
-            source_bytes: stats.source_bytes,
-            new_stored_bytes: stats.new_stored_bytes,
-            quarantined: stats.quarantined,
-            seconds: started.elapsed().as_secs_f64(),
-            nothing_new: true,
-            stats,
-            quarantine,
-        });
+        let done = Done { pass: h.pass, source: source_display, started, nothing_new: true };
+        return Ok(done.summary(&opts, &store, stats, quarantine, &counters));
     }
 
     let mut stats = stats;
@@ -384,21 +375,44 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         }
     }
     tracing::info!(mailbox = %opts.mailbox, pass, "manifest committed");
-    Ok(MigrationSummary {
-        mailbox: opts.mailbox.clone(),
-        pass,
-        source: source_display,
-        destination: store.describe(),
-        files: stats.files,
-        messages: stats.messages,
-        source_bytes: stats.source_bytes,
-        new_stored_bytes: stats.new_stored_bytes,
-        quarantined: stats.quarantined,
-        seconds: started.elapsed().as_secs_f64(),
-        nothing_new: stats.new_blobs == 0,
-        stats,
-        quarantine,
-    })
+    let done = Done { pass, source: source_display, started, nothing_new: stats.new_blobs == 0 };
+    Ok(done.summary(&opts, &store, stats, quarantine, &counters))
+}
+
+/// How a pass ended, for its summary.
+struct Done {
+    pass: u32,
+    source: String,
+    started: Instant,
+    nothing_new: bool,
+}
+
+impl Done {
+    fn summary(
+        self,
+        opts: &MigrateOptions,
+        store: &DynStore,
+        stats: PassStats,
+        quarantine: Vec<QuarantineItem>,
+        counters: &crate::store::StoreCounters,
+    ) -> MigrationSummary {
+        MigrationSummary {
+            mailbox: opts.mailbox.clone(),
+            pass: self.pass,
+            source: self.source,
+            destination: store.describe(),
+            files: stats.files,
+            messages: stats.messages,
+            source_bytes: stats.source_bytes,
+            new_stored_bytes: stats.new_stored_bytes,
+            quarantined: stats.quarantined,
+            seconds: self.started.elapsed().as_secs_f64(),
+            nothing_new: self.nothing_new,
+            stats,
+            quarantine,
+            requests: counters.snapshot(),
+        }
+    }
 }
 
 fn header_pass_limit(prev: Option<&ManifestHeader>) -> u32 {

@@ -110,7 +110,10 @@ pub fn validate_key(key: &str) -> Result<()> {
 pub fn open_destination(dest: &str) -> Result<DynStore> {
     if dest.starts_with("s3://") {
         #[cfg(feature = "s3")]
-        return Ok(Arc::new(s3::S3Store::from_url(dest, s3::S3Config::default())?));
+        return Ok(Arc::new(RetryStore::new(
+            s3::S3Store::from_url(dest, s3::S3Config::default())?,
+            RetryConfig::default(),
+        )?));
         #[cfg(not(feature = "s3"))]
         return Err(Error::config(format!("{dest}: this build has no S3 support (cargo feature `s3`)")));
     }
