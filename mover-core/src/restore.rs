@@ -423,7 +423,8 @@ impl DirSink {
 
 impl Sink for DirSink {
     fn dir(&mut self, rel: &[u8], mode: u32, mtime: i64) -> Result<()> {
-        let path = self.target(rel)?;
+        // The empty path is the source's root: the target directory itself.
+        let path = if rel.is_empty() { self.root.clone() } else { self.target(rel)? };
         fs::create_dir_all(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         self.dirs.push((path, mode, mtime));
         Ok(())

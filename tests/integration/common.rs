@@ -127,9 +127,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     out
 }
 
-/// The two trees hold the same entries: same relative paths, bytes, modification times, modes, links.
+/// The two trees hold the same entries: same relative paths, bytes, modification times, modes, links; and the two
+/// roots have the same permissions.
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(a), mode(b), "permissions of the root {} and {}", a.display(), b.display());
     let (sa, sb) = (snapshot(a), snapshot(b));
     let names =
         |s: &BTreeMap<Vec<u8>, Node>| s.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>();

@@ -52,6 +52,7 @@ pub fn maildir_fixture(root: &Path) {
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
     chmod(&root.join("empty-dir"), 0o700);
     std::os::unix::fs::symlink("cur", root.join("link-to-cur")).unwrap();
+    chmod(root, 0o700);
 }
 
 #[test]

@@ -177,6 +177,14 @@ impl Source for FsSource {
         }
         if !self.started {
             self.started = true;
+            // The root itself comes first, with an empty path: its permissions (mail directories are usually
+            // private) and times are restored onto the target directory.
+            let root = lstat(&self.root).map(|(_, stat)| Entry {
+                rel: Vec::new(),
+                abs: self.root.clone(),
+                kind: EntryKind::Dir,
+                stat,
+            });
             match Self::frame(self.root.clone(), Vec::new(), None) {
                 Ok(f) => self.stack.push(FrameDebug(f)),
                 Err(e) => {
@@ -184,6 +192,13 @@ impl Source for FsSource {
                         rel: Vec::new(),
                         error: Error::io(format!("listing source {}", self.root.display()), e),
                     }));
+                }
+            }
+            match root {
+                Ok(entry) => return Some(Ok(entry)),
+                Err(e) => {
+                    let error = Error::io(format!("stat {}", self.root.display()), e);
+                    return Some(Err(WalkError { rel: Vec::new(), error }));
                 }
             }
         }
