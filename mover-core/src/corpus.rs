@@ -228,6 +228,9 @@ impl Rng {
     }
 }
 
+/// Messages are dated from here on (2019-01-01), over about five years.
+const CORPUS_EPOCH: i64 = 1_546_300_800;
+
 /// A size drawn from the split log-normal: `median · e^(σ·z)`, σ 0.55 below the median and 1.9 above it.
 pub fn draw_size(rng: &mut Rng, median: usize, max: usize) -> usize {
     let z = rng.normal();
@@ -864,7 +867,7 @@ fn logical(spec: &CorpusSpec, seed: u64, rng: &mut Rng, sender: Option<usize>) -
         to,
         cc,
         subject,
-        date: 1_546_300_800 + (seed % 160_000_000) as i64,
+        date: CORPUS_EPOCH + (seed % 160_000_000) as i64,
         message_id: format!("{}.{}@{}", r.hex(16), r.below(1_000_000), r.pick(DOMAINS)),
         in_reply_to: None,
         target,
@@ -875,8 +878,12 @@ fn logical(spec: &CorpusSpec, seed: u64, rng: &mut Rng, sender: Option<usize>) -
     }
 }
 
-fn write_file(path: &Path, data: &[u8], stats: &mut CorpusStats, mb: &mut CorpusMailbox) -> io::Result<()> {
-    fs::write(path, data)?;
+/// Write a file and set its modification time to `mtime` (seconds since the epoch): mail stores are mostly old
+/// files, and the pipeline treats a file that changed in the last seconds differently from a quiet one.
+fn write_file(path: &Path, data: &[u8], mtime: i64, stats: &mut CorpusStats, mb: &mut CorpusMailbox) -> io::Result<()> {
+    let f = fs::File::create(path)?;
+    io::Write::write_all(&mut &f, data)?;
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64))?;
     stats.files += 1;
     stats.bytes += data.len() as u64;
     mb.bytes += data.len() as u64;
@@ -900,6 +907,7 @@ fn write_maildir(
         }
         let mut uidlist = String::new();
         let mut uid = 0;
+        let mut latest = CORPUS_EPOCH;
         for (q, f) in msgs.iter().enumerate().filter(|(_, f)| f.folder == folder) {
             let data = if spec.crlf { to_crlf(&f.msg) } else { f.msg.clone() };
             let base = format!(
@@ -912,16 +920,18 @@ fn write_maildir(
             );
             let unseen = folder == "INBOX" && f.flags.is_empty() && rng.chance(0.5);
             let name = if unseen { base.clone() } else { format!("{base}:2,{}", f.flags) };
-            write_file(&dir.join(if unseen { "new" } else { "cur" }).join(&name), &data, stats, mb)?;
+            let path = dir.join(if unseen { "new" } else { "cur" }).join(&name);
+            write_file(&path, &data, f.date + 30, stats, mb)?;
+            latest = latest.max(f.date + 30);
             uid += 1;
             uidlist.push_str(&format!("{uid} :{base}\n"));
             mb.messages += 1;
             stats.messages += 1;
         }
         let head = format!("3 V{} N{} G{}\n", 1_600_000_000 + rng.below(1000), uid + 1, rng.hex(32));
-        write_file(&dir.join("dovecot-uidlist"), format!("{head}{uidlist}").as_bytes(), stats, mb)?;
+        write_file(&dir.join("dovecot-uidlist"), format!("{head}{uidlist}").as_bytes(), latest, stats, mb)?;
     }
-    write_file(&root.join("subscriptions"), b"Sent\nArchive\n", stats, mb)?;
+    write_file(&root.join("subscriptions"), b"Sent\nArchive\n", CORPUS_EPOCH, stats, mb)?;
     Ok(())
 }
 
@@ -935,6 +945,7 @@ fn write_mbox(
     fs::create_dir_all(root)?;
     for folder in ["INBOX", "Sent", "Archive"] {
         let mut file = Vec::new();
+        let mut latest = CORPUS_EPOCH;
         for f in msgs.iter().filter(|f| f.folder == folder) {
             let mut msg = mboxo_escape(&f.msg);
             // Mail readers record flags in Status/X-Status at the end of the header block.
@@ -948,6 +959,7 @@ fn write_mbox(
                 msg.splice(he - 1..he - 1, extra.into_bytes());
             }
             file.extend_from_slice(format!("From {} {}\n", f.from_addr, asctime(f.date)).as_bytes());
+            latest = latest.max(f.date + 30);
             file.extend_from_slice(&msg);
             if !msg.ends_with(b"\n") {
                 file.push(b'\n');
@@ -959,7 +971,7 @@ fn write_mbox(
         if spec.crlf {
             file = to_crlf(&file);
         }
-        write_file(&root.join(folder), &file, stats, mb)?;
+        write_file(&root.join(folder), &file, latest, stats, mb)?;
     }
     Ok(())
 }
