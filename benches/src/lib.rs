@@ -12,7 +12,8 @@
 //!    message) over every message on the pipeline's number of threads, no I/O (see [`mover_core::bench`]);
 //! 2. each **stage** is timed on one thread over the same bytes ([`stages`]);
 //! 3. the **pipeline** migrates the corpus into a fresh local-directory store **in a child process** (so its peak
-//!    RSS is its own), then migrates it again with nothing changed (the re-run time);
+//!    RSS is its own), then migrates it again with nothing changed (the re-run time); then the same into an
+//!    in-memory store, which separates the pipeline's own cost from the store's;
 //! 4. the bound is measured again, and the faster of the two is used: noise only slows a bound down, so the ratio
 //!    is conservative;
 //! 5. restic and `tar | zstd` run on the same files, when installed ([`reference`]).
@@ -46,7 +47,7 @@ pub struct Args {
     /// Print one JSON document on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Corpora to run: generated, usrp, enron [default: generated and every shared corpus present].
+    /// Corpora to run: generated, generated-mbox, usrp, enron [default: all; the shared ones when present].
     #[arg(long, value_delimiter = ',')]
     pub corpus: Vec<String>,
     /// Where the shared corpora are [default: ../shared/corpora next to the workspace].
@@ -103,6 +104,9 @@ pub enum Child {
         /// Worker threads.
         #[arg(long)]
         threads: Option<usize>,
+        /// Migrate into an in-memory store instead (DEST unused): the pipeline without store I/O.
+        #[arg(long)]
+        memory: bool,
     },
 }
 
@@ -167,10 +171,14 @@ pub struct CorpusReport {
     pub bound_mb_s: f64,
     /// Per-stage micro-benchmarks (one thread).
     pub stages: Vec<stages::StageResult>,
-    /// The pipeline, end to end.
+    /// The pipeline, end to end, into a local-directory store.
     pub pipeline: PipelineRun,
     /// Pipeline MB/s ÷ bound MB/s.
     pub ratio_to_bound: f64,
+    /// The pipeline into an in-memory store: no store I/O (its peak RSS includes everything stored).
+    pub pipeline_memory: PipelineRun,
+    /// That run's MB/s ÷ bound MB/s.
+    pub ratio_to_bound_memory: f64,
     /// restic, when measured.
     pub restic: Option<reference::Reference>,
     /// Pipeline MB/s ÷ restic MB/s.
@@ -220,10 +228,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Run the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Child::E2eChild { sources, dest, zstd_level, threads }) = &args.child {
+    if let Some(Child::E2eChild { sources, dest, zstd_level, threads, memory }) = &args.child {
         let sources: Vec<MailboxSource> = serde_json::from_slice(&std::fs::read(sources)?)?;
         let rt = runtime()?;
-        let store: mover_core::store::DynStore = std::sync::Arc::new(mover_core::store::LocalStore::create(dest)?);
+        let store: mover_core::store::DynStore = if *memory {
+            std::sync::Arc::new(mover_core::store::MemoryStore::new())
+        } else {
+            std::sync::Arc::new(mover_core::store::LocalStore::create(dest)?)
+        };
         let opts = PipelineOptions { zstd_level: *zstd_level, threads: *threads, rerun: true };
         let run = rt.block_on(run_pipeline(&sources, store, &opts))?;
         println!("{}", serde_json::to_string(&run)?);
@@ -254,19 +266,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.corpora_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora"));
     let wanted = |name: &str| args.corpus.is_empty() || args.corpus.iter().any(|c| c == name || c == "all");
     let mut plans: Vec<(String, String, Vec<MailboxSource>, Option<f64>)> = Vec::new();
-    if args.smoke || wanted("generated") {
+    let generated: &[(&str, CorpusFormat)] = if args.smoke {
+        &[("generated", CorpusFormat::Both)]
+    } else {
+        &[("generated", CorpusFormat::Maildir), ("generated-mbox", CorpusFormat::Mbox)]
+    };
+    for &(name, format) in generated {
+        if !args.smoke && !wanted(name) {
+            continue;
+        }
         let mut spec = CorpusSpec::new(args.seed);
+        spec.format = format;
         if args.smoke {
             spec.mailboxes = 2;
             spec.messages_per_mailbox = 20;
-            spec.format = CorpusFormat::Both;
             spec.max_message = 256 << 10;
         } else {
             spec.mailboxes = args.gen_mailboxes;
             spec.messages_per_mailbox = args.gen_messages;
         }
         let t = Instant::now();
-        let stats = generate(&spec, &scratch.path().join("corpus")).context("generating the corpus")?;
+        let stats = generate(&spec, &scratch.path().join(name)).context("generating the corpus")?;
         let secs = t.elapsed().as_secs_f64();
         let desc = format!(
             "generated: seed {}, {} mailboxes x {} messages, {:?}, median {} B, p99 {} B, largest {} B",
@@ -280,7 +300,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let sources =
             stats.mailboxes.iter().map(|m| MailboxSource { mailbox: m.name.clone(), path: m.path.clone() }).collect();
-        plans.push(("generated".into(), desc, sources, Some(secs)));
+        plans.push((name.into(), desc, sources, Some(secs)));
     }
     if !args.smoke {
         for (name, dir, mailbox, desc) in [
@@ -356,7 +376,8 @@ fn measure_corpus(
     let (files, messages, source_bytes) = (src.file_count, src.messages, src.bytes);
     drop(src);
 
-    let pipeline = pipeline_in_child(&sources, scratch, args.zstd_level, Some(threads))?;
+    let pipeline = pipeline_in_child(&sources, scratch, args.zstd_level, Some(threads), false)?;
+    let pipeline_memory = pipeline_in_child(&sources, scratch, args.zstd_level, Some(threads), true)?;
     let src = load_source(&roots, None)?;
     let bound_after = measure_bound(&src, args.zstd_level, Some(threads), reps)?;
     drop(src);
@@ -396,6 +417,8 @@ fn measure_corpus(
         generate_seconds,
         load1: (load_before, load1()),
         ratio_to_bound: pipeline.mb_s / bound_mb_s,
+        ratio_to_bound_memory: pipeline_memory.mb_s / bound_mb_s,
+        pipeline_memory,
         bound_before,
         bound_after,
         bound_mb_s,
@@ -414,6 +437,7 @@ fn pipeline_in_child(
     scratch: &Path,
     zstd_level: i32,
     threads: Option<usize>,
+    memory: bool,
 ) -> anyhow::Result<PipelineRun> {
     let dir = tempfile::Builder::new().prefix("e2e-").tempdir_in(scratch)?;
     let list = dir.path().join("sources.json");
@@ -429,6 +453,9 @@ fn pipeline_in_child(
         .arg(zstd_level.to_string());
     if let Some(t) = threads {
         cmd.arg("--threads").arg(t.to_string());
+    }
+    if memory {
+        cmd.arg("--memory");
     }
     let out = cmd.stderr(std::process::Stdio::inherit()).output().context("starting the end-to-end child")?;
     anyhow::ensure!(out.status.success(), "end-to-end child failed ({})", out.status);
@@ -482,6 +509,18 @@ fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
         p.dedupe_ratio,
         p.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
         p.rerun_seconds.unwrap_or(f64::NAN)
+    );
+    let m = &r.pipeline_memory;
+    println!(
+        "   {:<22} {:>8.1} {:>9.0} {:>9.2} {:>7.3} {:>6.2}x {:>9} {:>7.2}s",
+        "mover → memory store",
+        m.mb_s,
+        m.messages_per_s,
+        r.ratio_to_bound_memory,
+        m.stored_ratio,
+        m.dedupe_ratio,
+        m.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
+        m.rerun_seconds.unwrap_or(f64::NAN)
     );
     for x in r.restic.iter().chain(r.tar_zstd.iter()) {
         println!(
