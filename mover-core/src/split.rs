@@ -5,24 +5,26 @@
 //! headers. So a message is stored as two blobs at least. (MIME-aware splitting of attachments is a later stage that
 //! adds part kinds; the manifest's part list leaves room for it.)
 
-use memchr::memmem;
-
 /// Length of the header block of `msg`: up to and including the first empty line (`\n\n` or `\r\n\r\n`, or a
 /// mix). A message without an empty line is all header.
 pub fn header_len(msg: &[u8]) -> usize {
-    if msg.starts_with(b"\n") {
-        return 1;
-    }
-    if msg.starts_with(b"\r\n") {
-        return 2;
-    }
-    let lf = memmem::find(msg, b"\n\n").map(|i| i + 2);
-    // Only look for the CRLF form before the LF form's position: it bounds the search.
-    let limit = lf.unwrap_or(msg.len());
-    let crlf = memmem::find(&msg[..limit], b"\n\r\n").map(|i| i + 3);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(msg.len()),
+    header_end(msg).unwrap_or(msg.len())
+}
+
+/// End of the header block of `msg` (just after the empty line), or `None` if there is no empty line.
+///
+/// Walks line by line, so the cost is the length of the header block, not of the buffer: the mbox splitter calls
+/// this on everything that follows a From_ line.
+pub fn header_end(msg: &[u8]) -> Option<usize> {
+    let mut line = 0;
+    loop {
+        if msg[line..].starts_with(b"\n") {
+            return Some(line + 1);
+        }
+        if msg[line..].starts_with(b"\r\n") {
+            return Some(line + 2);
+        }
+        line += memchr::memchr(b'\n', &msg[line..])? + 1;
     }
 }
 

@@ -146,22 +146,6 @@ fn content_length(headers: &[u8]) -> Option<usize> {
     found
 }
 
-/// End of the header block of `msg` (after the blank line), if the block is complete.
-fn header_end(msg: &[u8]) -> Option<usize> {
-    if msg.starts_with(b"\n") {
-        return Some(1);
-    }
-    if msg.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    let a = memmem::find(msg, b"\n\n").map(|i| i + 2);
-    let b = memmem::find(msg, b"\n\r\n").map(|i| i + 3);
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    }
-}
-
 /// Where the next From_ line starts.
 enum Found {
     At(usize),
@@ -256,7 +240,7 @@ impl Splitter {
         let body = &buf[from_len..];
 
         // Content-Length, when it lands exactly on a boundary.
-        match header_end(body) {
+        match crate::split::header_end(body) {
             Some(he) => {
                 if let Some(n) = content_length(&body[..he]) {
                     let end = from_len + he + n;
