@@ -113,23 +113,42 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
         Ok(())
     })?);
 
+    let split_all = |data: &[u8]| -> anyhow::Result<u64> {
+        let mut s = mbox::Splitter::new();
+        let mut at = 0;
+        let mut count = 0u64;
+        while let Some(seg) = s.next(&data[at..], true) {
+            at += seg.len();
+            count += 1;
+        }
+        anyhow::ensure!(at == data.len(), "splitter stopped at {at} of {}", data.len());
+        Ok(count)
+    };
+    let mbox_files: Vec<&[u8]> = src.mbox_files().collect();
+    if !mbox_files.is_empty() {
+        let bytes = mbox_files.iter().map(|f| f.len() as u64).sum();
+        let largest = mbox_files.iter().map(|f| f.len()).max().unwrap_or(0);
+        let what = format!(
+            "mbox::Splitter over each of the {} mbox files as the pipeline reads them (largest {:.1} MB)",
+            mbox_files.len(),
+            largest as f64 / 1e6
+        );
+        out.push(timed("mbox-split", &what, bytes, src.messages, min, || {
+            for f in &mbox_files {
+                std::hint::black_box(split_all(f)?);
+            }
+            Ok(())
+        })?);
+    }
     let mbox_data = as_mbox(src);
     out.push(timed(
-        "mbox-split",
-        "mbox::Splitter over the corpus written as one mboxo file",
+        "mbox-1file",
+        "mbox::Splitter over the whole corpus written as one mboxo file (how splitting scales with file size)",
         mbox_data.len() as u64,
         n,
         min,
         || {
-            let mut s = mbox::Splitter::new();
-            let mut at = 0;
-            let mut count = 0u64;
-            while let Some(seg) = s.next(&mbox_data[at..], true) {
-                at += seg.len();
-                count += 1;
-            }
-            anyhow::ensure!(at == mbox_data.len(), "splitter stopped at {at} of {}", mbox_data.len());
-            std::hint::black_box(count);
+            std::hint::black_box(split_all(&mbox_data)?);
             Ok(())
         },
     )?);

@@ -63,6 +63,7 @@ pub fn reset_peak_rss() -> bool {
 #[derive(Debug, Default)]
 pub struct LoadedSource {
     files: Vec<Vec<u8>>,
+    is_mbox: Vec<bool>,
     pieces: Vec<(usize, Range<usize>)>,
     /// Bytes of the files loaded.
     pub bytes: u64,
@@ -88,6 +89,11 @@ impl LoadedSource {
     /// The loaded files (e.g. to time mbox splitting).
     pub fn files(&self) -> &[Vec<u8>] {
         &self.files
+    }
+
+    /// The loaded files that are mbox files.
+    pub fn mbox_files(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.files.iter().zip(&self.is_mbox).filter(|(_, m)| **m).map(|(f, _)| f.as_slice())
     }
 
     /// Number of pieces.
@@ -132,10 +138,11 @@ pub fn load_source(roots: &[PathBuf], limit: Option<u64>) -> Result<LoadedSource
             .and_then(|d| d.file_name())
             .is_some_and(|n| maildir::SUBDIRS.iter().any(|s| s.as_bytes() == n.as_encoded_bytes()));
         let f = src.files.len();
+        let is_mbox = !in_maildir && mbox::sniff(&data[..data.len().min(mbox::SNIFF_LEN)]);
         if in_maildir {
             src.pieces.push((f, 0..data.len()));
             src.messages += 1;
-        } else if mbox::sniff(&data[..data.len().min(mbox::SNIFF_LEN)]) {
+        } else if is_mbox {
             let mut splitter = mbox::Splitter::new();
             let mut at = 0;
             while let Some(seg) = splitter.next(&data[at..], true) {
@@ -154,6 +161,7 @@ pub fn load_source(roots: &[PathBuf], limit: Option<u64>) -> Result<LoadedSource
         src.bytes += data.len() as u64;
         src.file_count += 1;
         src.files.push(data);
+        src.is_mbox.push(is_mbox);
     }
     Ok(src)
 }
@@ -547,6 +555,8 @@ mod tests {
         let bound = measure_bound(&src, 3, Some(2), 1).unwrap();
         assert_eq!(bound.bytes, stats.bytes);
         assert!(bound.zstd_bytes < stats.bytes);
+        // INBOX and Sent of both mailboxes, and Archive where it is not empty.
+        assert!((4..=6).contains(&src.mbox_files().count()));
         let partial = load_source(&roots, Some(1)).unwrap();
         assert!(partial.truncated && partial.file_count == 1);
 
