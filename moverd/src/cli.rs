@@ -81,6 +81,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the mailboxes in a destination with their message counts, source bytes and stored bytes.
     Ls(LsArgs),
+    /// Measure the pipeline on SOURCE (into a scratch store, or DEST) against the bound measured in the same run,
+    /// and plan migration waves from the result.
+    #[command(after_help = "Examples:\n  moverd bench /home/alice/Maildir\n  \
+        moverd bench /var/mail --mailboxes 22000 --avg-size 1.1G --hosts 40 --window 10h")]
+    Bench(crate::bench::BenchArgs),
+    /// Write a synthetic, deterministic mail corpus (Maildir++ and/or mbox) to try migrations and benches on.
+    GenCorpus(crate::bench::GenCorpusArgs),
 }
 
 /// Arguments of `migrate`.
@@ -179,6 +186,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Verify(a) => verify(a).await,
         Command::Restore(a) => restore(a).await,
         Command::Ls(a) => ls(a).await,
+        Command::Bench(a) => crate::bench::bench(a).await,
+        Command::GenCorpus(a) => crate::bench::gen_corpus(a),
     };
     match result {
         Ok(code) => code,
