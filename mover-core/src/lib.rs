@@ -8,6 +8,7 @@ pub mod id;
 pub mod index;
 pub mod layout;
 pub mod manifest;
+pub mod mime;
 pub mod pack;
 pub mod pipeline;
 pub mod report;

@@ -1,0 +1,1259 @@
+//! MIME-aware splitting: attachment bodies stored **decoded**, with a recipe that re-encodes them byte for byte.
+//!
+//! The same attachment re-sent in a reply or a forward is wrapped differently each time (another base64 line
+//! length, other boundaries and headers), so its encoded bytes rarely repeat while its decoded bytes do. [`split`]
+//! cuts a message into [`Piece`]s whose concatenation is exactly the message: everything stays [`Piece::Raw`]
+//! except the bodies of MIME leaf parts whose base64 or quoted-printable text is exactly what [`encode`] produces
+//! from the decoded bytes and a small [`Recipe`] (line width, line ending, final line ending, padding). Those become
+//! [`Piece::Encoded`] and can be stored as a blob of decoded bytes plus the recipe.
+//!
+//! ```text
+//!  header block ─ Raw            Content-Type: multipart/mixed; boundary=b
+//!  preamble, delimiters ─ Raw    --b
+//!  part headers ─ Raw            Content-Transfer-Encoding: base64
+//!  leaf body ─ Encoded           SGVsbG8gd29y...  (decoded bytes + recipe, checked: encode(decoded) == these bytes)
+//!  trailing blank lines ─ Raw
+//!  close delimiter, epilogue ─ Raw
+//! ```
+//!
+//! **Exactness is checked, never assumed.** A candidate body is decoded, re-encoded with the recipe detected from its
+//! layout, and kept as `Encoded` only if the re-encoding is identical to the original bytes. Restore therefore only
+//! ever runs [`encode`]: it never guesses. Anything that cannot be parsed with confidence (no boundary, too deep,
+//! garbage) stays `Raw`, and the reasons are counted in [`SplitStats`]. The functions never fail and never panic,
+//! whatever the input.
+//!
+//! The MIME walk is our own byte-exact scan, not a general parser: it needs only `Content-Type` (type and
+//! `boundary`) and `Content-Transfer-Encoding` of each part, and where each part's body starts and ends.
+//! - Header names are matched case-insensitively; folded values are unfolded; the first occurrence counts.
+//! - A delimiter is `--boundary` at the start of a line, optionally followed by `--` (close), spaces or tabs, and a
+//!   line ending (LF or CRLF) or the end of the enclosing body. The line ending before it belongs to the delimiter
+//!   (RFC 2046 §5.1.1), so it stays raw, as do preamble and epilogue.
+//! - A multipart without a close delimiter ends where its enclosing body ends; a multipart without a boundary
+//!   parameter, or in which no delimiter is found, stays raw (`parse_error`).
+//! - `message/rfc822` and `message/global` parts are walked as embedded messages; parts of `multipart/digest`
+//!   without a `Content-Type` are `message/rfc822` (RFC 2046 §5.1.5). Nesting deeper than [`MAX_DEPTH`] stays raw.
+//!
+//! Both the decode and the re-encode are in the crate's own code around the `base64` crate; only the standard
+//! alphabet is used.
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use memchr::{memchr, memmem};
+use serde::{Deserialize, Serialize};
+
+use crate::split::header_len;
+
+/// Smallest part body (in encoded bytes) worth storing decoded: below this a separate blob costs more than it can
+/// save by deduplication. [`Options::min_len`] overrides it.
+pub const MIN_ENCODED_LEN: usize = 256;
+
+/// Deepest nesting of multiparts and embedded messages that is walked; deeper structure stays raw. Real mail
+/// rarely nests beyond 5; the bound keeps hostile input from costing more than `MAX_DEPTH` scans of the message.
+pub const MAX_DEPTH: usize = 32;
+
+/// The version of the encoding rules that [`encode`] implements and that [`split`] writes into every [`Recipe`].
+pub const RECIPE_VERSION: u8 = 1;
+
+/// One piece of a message; the concatenation of a message's pieces (raw bytes as they are, encoded ones through
+/// [`encode`]) is exactly the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Bytes kept as they are: headers, delimiters, preamble and epilogue, and parts that were not encoded exactly.
+    Raw(&'a [u8]),
+    /// The body of a base64 or quoted-printable leaf part, stored decoded.
+    Encoded {
+        /// The decoded content (what deduplicates across messages).
+        decoded: Vec<u8>,
+        /// How to turn `decoded` back into the original bytes.
+        recipe: Recipe,
+        /// Length of the original (encoded) bytes, i.e. of `encode(&decoded, &recipe)`.
+        original_len: usize,
+    },
+}
+
+impl Piece<'_> {
+    /// Length of the original bytes this piece stands for.
+    pub fn original_len(&self) -> usize {
+        match self {
+            Piece::Raw(b) => b.len(),
+            Piece::Encoded { original_len, .. } => *original_len,
+        }
+    }
+}
+
+/// A content transfer encoding that a [`Recipe`] can reproduce.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransferEncoding {
+    /// Base64 (RFC 2045 §6.8), standard alphabet.
+    #[serde(rename = "b64")]
+    Base64,
+    /// Quoted-printable (RFC 2045 §6.7) as canonical encoders write it.
+    #[serde(rename = "qp")]
+    QuotedPrintable,
+}
+
+/// How decoded bytes are re-encoded into the original text: small, and written into the manifest as JSON, e.g.
+/// `{"v":1,"e":"b64","w":76,"eol":true}`.
+///
+/// Compatibility: fields added later default to the version-1 behaviour when absent, and a change that alters the
+/// output bumps [`RECIPE_VERSION`]. A reader refuses what it does not know rather than guess: unknown fields fail to
+/// deserialize, and [`Recipe::validate`] rejects unknown versions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Version of the encoding rules ([`RECIPE_VERSION`]).
+    #[serde(rename = "v")]
+    pub version: u8,
+    /// The transfer encoding.
+    #[serde(rename = "e")]
+    pub encoding: TransferEncoding,
+    /// Line width. Base64: characters per line (every line but the last has exactly this many; 0 means one line
+    /// with no line breaks). Quoted-printable: the longest physical line, counting the `=` of a soft line break.
+    #[serde(rename = "w")]
+    pub width: u32,
+    /// Line endings are CRLF (otherwise LF).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub crlf: bool,
+    /// Base64: the last line ends with a line ending. (Quoted-printable: unused, false; a final line ending is part
+    /// of the decoded text.)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub eol: bool,
+    /// Base64: the final quantum is written without `=` padding. (Quoted-printable: unused, false.)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nopad: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Why a recipe read back from a manifest cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecipeError {
+    /// Written by a newer version of the rules than this build knows.
+    #[error("MIME recipe version {0} is not supported (this build knows version {RECIPE_VERSION})")]
+    Version(u8),
+    /// A field combination [`split`] never produces.
+    #[error("MIME recipe is invalid: {0}")]
+    Invalid(&'static str),
+}
+
+impl Recipe {
+    /// Checks that this build can reproduce the bytes this recipe describes (restore calls it before [`encode`]).
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        if self.version != RECIPE_VERSION {
+            return Err(RecipeError::Version(self.version));
+        }
+        if self.encoding == TransferEncoding::QuotedPrintable {
+            if self.width < 4 {
+                return Err(RecipeError::Invalid("quoted-printable width below 4"));
+            }
+            if self.eol || self.nopad {
+                return Err(RecipeError::Invalid("base64 flags on a quoted-printable recipe"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a part was kept raw. Every leaf part that is not encoded is counted under exactly one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RawReason {
+    /// The part's transfer encoding is neither base64 nor quoted-printable (7bit, 8bit, binary, none, unknown).
+    NotBase64OrQp,
+    /// The body is shorter than the minimum ([`MIN_ENCODED_LEN`]) or empty.
+    TooSmall,
+    /// The structure could not be parsed with confidence (a multipart without a boundary or without any
+    /// delimiter, or nesting deeper than [`MAX_DEPTH`]): the whole entity is raw.
+    ParseError,
+    /// Base64 whose lines are not all of one width (besides a shorter last line), or with mixed line endings or
+    /// blank lines inside.
+    B64LineLayout,
+    /// Base64 with characters outside the alphabet (stray spaces, `=` inside the data, truncated quantum).
+    B64Invalid,
+    /// Base64 that decodes but does not re-encode identically (partial padding, non-zero trailing bits).
+    B64Noncanonical,
+    /// Quoted-printable with an `=` that is neither a soft line break nor `=XX`.
+    QpInvalid,
+    /// Quoted-printable that decodes but is not what the canonical encoder writes (other line breaking, lower-case
+    /// hex, unencoded trailing space or 8-bit bytes, needlessly encoded characters, ...).
+    QpNoncanonical,
+}
+
+impl RawReason {
+    /// Every reason, in report order.
+    pub const ALL: [RawReason; 8] = [
+        RawReason::NotBase64OrQp,
+        RawReason::TooSmall,
+        RawReason::ParseError,
+        RawReason::B64LineLayout,
+        RawReason::B64Invalid,
+        RawReason::B64Noncanonical,
+        RawReason::QpInvalid,
+        RawReason::QpNoncanonical,
+    ];
+
+    /// The snake_case name used in reports (the field name in [`RawCounts`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RawReason::NotBase64OrQp => "not_base64_or_qp",
+            RawReason::TooSmall => "too_small",
+            RawReason::ParseError => "parse_error",
+            RawReason::B64LineLayout => "b64_line_layout",
+            RawReason::B64Invalid => "b64_invalid",
+            RawReason::B64Noncanonical => "b64_noncanonical",
+            RawReason::QpInvalid => "qp_invalid",
+            RawReason::QpNoncanonical => "qp_noncanonical",
+        }
+    }
+
+    /// Whether this is a re-encode mismatch (a base64 or quoted-printable candidate that was not exact).
+    pub fn is_reencode_mismatch(self) -> bool {
+        !matches!(self, RawReason::NotBase64OrQp | RawReason::TooSmall | RawReason::ParseError)
+    }
+}
+
+/// Parts kept raw, counted by [`RawReason`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+#[allow(missing_docs)] // one counter per `RawReason`, documented there
+pub struct RawCounts {
+    pub not_base64_or_qp: u64,
+    pub too_small: u64,
+    pub parse_error: u64,
+    pub b64_line_layout: u64,
+    pub b64_invalid: u64,
+    pub b64_noncanonical: u64,
+    pub qp_invalid: u64,
+    pub qp_noncanonical: u64,
+}
+
+impl RawCounts {
+    fn slot(&mut self, r: RawReason) -> &mut u64 {
+        match r {
+            RawReason::NotBase64OrQp => &mut self.not_base64_or_qp,
+            RawReason::TooSmall => &mut self.too_small,
+            RawReason::ParseError => &mut self.parse_error,
+            RawReason::B64LineLayout => &mut self.b64_line_layout,
+            RawReason::B64Invalid => &mut self.b64_invalid,
+            RawReason::B64Noncanonical => &mut self.b64_noncanonical,
+            RawReason::QpInvalid => &mut self.qp_invalid,
+            RawReason::QpNoncanonical => &mut self.qp_noncanonical,
+        }
+    }
+
+    /// The count for one reason.
+    pub fn get(&self, r: RawReason) -> u64 {
+        match r {
+            RawReason::NotBase64OrQp => self.not_base64_or_qp,
+            RawReason::TooSmall => self.too_small,
+            RawReason::ParseError => self.parse_error,
+            RawReason::B64LineLayout => self.b64_line_layout,
+            RawReason::B64Invalid => self.b64_invalid,
+            RawReason::B64Noncanonical => self.b64_noncanonical,
+            RawReason::QpInvalid => self.qp_invalid,
+            RawReason::QpNoncanonical => self.qp_noncanonical,
+        }
+    }
+
+    /// Adds one part kept raw for reason `r`.
+    pub fn add(&mut self, r: RawReason) {
+        *self.slot(r) += 1;
+    }
+
+    /// `(reason name, count)` for every reason, in report order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RawReason::ALL.into_iter().map(|r| (r.as_str(), self.get(r)))
+    }
+
+    /// All parts kept raw.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Candidates (base64 or quoted-printable, large enough) whose re-encoding would differ.
+    pub fn reencode_mismatch(&self) -> u64 {
+        RawReason::ALL.into_iter().filter(|r| r.is_reencode_mismatch()).map(|r| self.get(r)).sum()
+    }
+}
+
+/// What [`split_with`] did to one message (or, merged, to many).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct SplitStats {
+    /// Parts stored decoded.
+    pub encoded_parts: u64,
+    /// Original bytes covered by [`Piece::Encoded`] pieces.
+    pub encoded_bytes: u64,
+    /// Decoded bytes of those pieces.
+    pub decoded_bytes: u64,
+    /// Leaf parts kept raw, by reason.
+    pub raw: RawCounts,
+}
+
+impl SplitStats {
+    /// Adds `other`'s counters to these.
+    pub fn merge(&mut self, other: &SplitStats) {
+        self.encoded_parts += other.encoded_parts;
+        self.encoded_bytes += other.encoded_bytes;
+        self.decoded_bytes += other.decoded_bytes;
+        for r in RawReason::ALL {
+            *self.raw.slot(r) += other.raw.get(r);
+        }
+    }
+}
+
+/// Tuning of [`split_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Smallest part body considered for decoding, in encoded bytes ([`MIN_ENCODED_LEN`] by default).
+    pub min_len: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min_len: MIN_ENCODED_LEN }
+    }
+}
+
+/// Splits `msg` with the default [`Options`]; see the module docs.
+pub fn split(msg: &[u8]) -> Vec<Piece<'_>> {
+    split_with(msg, &Options::default()).0
+}
+
+/// Splits `msg` with the default [`Options`] and reports why parts were kept raw.
+pub fn split_with_stats(msg: &[u8]) -> (Vec<Piece<'_>>, SplitStats) {
+    split_with(msg, &Options::default())
+}
+
+/// Splits `msg` into pieces whose concatenation is exactly `msg` (see [`reassemble`]); the bodies of leaf parts
+/// whose encoding [`encode`] reproduces exactly become [`Piece::Encoded`]. Never fails: what cannot be parsed stays
+/// raw. An empty message gives no pieces; adjacent raw bytes are always one piece.
+pub fn split_with<'a>(msg: &'a [u8], opts: &Options) -> (Vec<Piece<'a>>, SplitStats) {
+    let mut w = Walker {
+        msg,
+        min_len: opts.min_len.max(1),
+        spans: Vec::new(),
+        stats: SplitStats::default(),
+        strip: Vec::new(),
+        check: Vec::new(),
+    };
+    w.entity(0, msg.len(), 0, Implicit::TextPlain);
+    let mut pieces = Vec::with_capacity(2 * w.spans.len() + 1);
+    let mut at = 0;
+    for s in w.spans {
+        // Spans come in document order and never overlap; anything else would be a bug, so drop it (stays raw).
+        if s.start < at || s.end > msg.len() || s.start >= s.end {
+            debug_assert!(false, "MIME span out of order");
+            continue;
+        }
+        if s.start > at {
+            pieces.push(Piece::Raw(&msg[at..s.start]));
+        }
+        pieces.push(Piece::Encoded { decoded: s.decoded, recipe: s.recipe, original_len: s.end - s.start });
+        at = s.end;
+    }
+    if at < msg.len() {
+        pieces.push(Piece::Raw(&msg[at..]));
+    }
+    (pieces, w.stats)
+}
+
+/// The original bytes of `pieces`, concatenated (what restore does, and what every test checks).
+pub fn reassemble(pieces: &[Piece<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(Piece::original_len).sum());
+    for p in pieces {
+        match p {
+            Piece::Raw(b) => out.extend_from_slice(b),
+            Piece::Encoded { decoded, recipe, .. } => encode_into(decoded, recipe, &mut out),
+        }
+    }
+    out
+}
+
+/// Re-encodes `decoded` as `recipe` says: exactly the original bytes of the part body it was split from.
+pub fn encode(decoded: &[u8], recipe: &Recipe) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(decoded, recipe, &mut out);
+    out
+}
+
+/// [`encode`], appending to `out` (reserves the exact size up front for base64).
+///
+/// Never panics; a recipe that fails [`Recipe::validate`] still produces some bytes, which restore's content
+/// hash check then rejects.
+pub fn encode_into(decoded: &[u8], recipe: &Recipe, out: &mut Vec<u8>) {
+    let eol: &[u8] = if recipe.crlf { b"\r\n" } else { b"\n" };
+    match recipe.encoding {
+        TransferEncoding::Base64 => b64_encode(decoded, recipe.width as usize, eol, recipe.eol, !recipe.nopad, out),
+        TransferEncoding::QuotedPrintable => qp_encode(decoded, recipe.width as usize, eol, out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The walk.
+
+/// A body range that became an encoded piece.
+struct Span {
+    start: usize,
+    end: usize,
+    decoded: Vec<u8>,
+    recipe: Recipe,
+}
+
+/// Content type of a part without a `Content-Type` header.
+#[derive(Clone, Copy)]
+enum Implicit {
+    TextPlain,
+    /// Inside `multipart/digest`.
+    Rfc822,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cte {
+    Base64,
+    QuotedPrintable,
+    Other,
+}
+
+enum Kind {
+    Multipart { boundary: Option<Vec<u8>>, digest: bool },
+    Message,
+    Leaf,
+}
+
+struct Walker<'a> {
+    msg: &'a [u8],
+    min_len: usize,
+    spans: Vec<Span>,
+    stats: SplitStats,
+    /// Scratch: base64 text without line endings.
+    strip: Vec<u8>,
+    /// Scratch: the re-encoding compared with the original.
+    check: Vec<u8>,
+}
+
+impl Walker<'_> {
+    /// An entity (message or part) in `msg[s..e]`: header block, then body.
+    fn entity(&mut self, s: usize, e: usize, depth: usize, default: Implicit) {
+        if depth > MAX_DEPTH {
+            self.stats.raw.add(RawReason::ParseError);
+            return;
+        }
+        let hl = header_len(&self.msg[s..e]);
+        let (kind, cte) = headers(&self.msg[s..s + hl], default);
+        let bs = s + hl;
+        match kind {
+            Kind::Multipart { boundary: Some(b), digest } => self.multipart(bs, e, &b, depth, digest),
+            Kind::Multipart { boundary: None, .. } => self.stats.raw.add(RawReason::ParseError),
+            // An embedded message is walked unless it is itself transfer-encoded (not allowed, but seen).
+            Kind::Message if cte == Cte::Other => self.entity(bs, e, depth + 1, Implicit::TextPlain),
+            Kind::Message | Kind::Leaf => self.leaf(bs, e, cte),
+        }
+    }
+
+    /// The body `msg[bs..e]` of a multipart with boundary `b`.
+    fn multipart(&mut self, bs: usize, e: usize, b: &[u8], depth: usize, digest: bool) {
+        let body = &self.msg[bs..e];
+        let mut pat = Vec::with_capacity(b.len() + 2);
+        pat.extend_from_slice(b"--");
+        pat.extend_from_slice(b);
+        let finder = memmem::Finder::new(&pat);
+        let default = if digest { Implicit::Rfc822 } else { Implicit::TextPlain };
+        let mut pos = 0;
+        let mut part: Option<usize> = None;
+        let mut found = false;
+        while let Some(i) = finder.find(&body[pos..]) {
+            let p = pos + i;
+            pos = p + 1;
+            if p > 0 && body[p - 1] != b'\n' {
+                continue;
+            }
+            let mut q = p + pat.len();
+            let close = body[q..].starts_with(b"--");
+            if close {
+                q += 2;
+            }
+            while q < body.len() && (body[q] == b' ' || body[q] == b'\t') {
+                q += 1;
+            }
+            let line_end = if q == body.len() {
+                q
+            } else if body[q] == b'\n' {
+                q + 1
+            } else if body[q..].starts_with(b"\r\n") {
+                q + 2
+            } else {
+                continue; // `--boundary` followed by something else: content, not a delimiter
+            };
+            found = true;
+            if let Some(ps) = part {
+                // The line ending before the delimiter belongs to the delimiter.
+                let pe = if body[p - 1] == b'\n' && p >= 2 && body[p - 2] == b'\r' { p - 2 } else { p - 1 };
+                self.entity(bs + ps, bs + pe.max(ps), depth + 1, default);
+            }
+            if close {
+                part = None;
+                break;
+            }
+            part = Some(line_end);
+            pos = line_end;
+        }
+        if let Some(ps) = part {
+            // No close delimiter: the last part runs to the end of the enclosing body.
+            self.entity(bs + ps, e, depth + 1, default);
+        }
+        if !found {
+            self.stats.raw.add(RawReason::ParseError);
+        }
+    }
+
+    /// A leaf body `msg[bs..e]`.
+    fn leaf(&mut self, bs: usize, e: usize, cte: Cte) {
+        let r = match cte {
+            Cte::Other => Err(RawReason::NotBase64OrQp),
+            _ if e - bs < self.min_len => Err(RawReason::TooSmall),
+            Cte::Base64 => self.base64(bs, e),
+            Cte::QuotedPrintable => self.quoted_printable(bs, e),
+        };
+        match r {
+            Ok(span) => {
+                self.stats.encoded_parts += 1;
+                self.stats.encoded_bytes += (span.end - span.start) as u64;
+                self.stats.decoded_bytes += span.decoded.len() as u64;
+                self.spans.push(span);
+            }
+            Err(reason) => self.stats.raw.add(reason),
+        }
+    }
+
+    /// A base64 body: leading blank lines and trailing white space stay raw; the data lines in between, with the
+    /// line ending after the last one, become the span if they re-encode exactly.
+    fn base64(&mut self, bs: usize, e: usize) -> Result<Span, RawReason> {
+        let body = &self.msg[bs..e];
+        let lead = body.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+        let data_end = body.iter().rposition(|&c| !matches!(c, b'\r' | b'\n' | b' ' | b'\t')).map_or(0, |i| i + 1);
+        if data_end <= lead {
+            return Err(RawReason::B64Invalid);
+        }
+        let data = &body[lead..data_end];
+        let after = &body[data_end..];
+        let (width, crlf) = match memchr(b'\n', data) {
+            Some(i) if i > 0 && data[i - 1] == b'\r' => (i - 1, true),
+            Some(i) => (i, false),
+            None => (0, after.starts_with(b"\r\n")),
+        };
+        if width > u32::MAX as usize {
+            return Err(RawReason::B64LineLayout);
+        }
+        let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        let final_eol = after.starts_with(eol);
+
+        // Line layout, and the text without line endings.
+        self.strip.clear();
+        self.strip.reserve(data.len());
+        let mut at = 0;
+        while let Some(i) = memchr(b'\n', &data[at..]) {
+            let nl = at + i;
+            let end = if crlf {
+                if nl == at || data[nl - 1] != b'\r' {
+                    return Err(RawReason::B64LineLayout);
+                }
+                nl - 1
+            } else {
+                nl
+            };
+            if end - at != width {
+                return Err(RawReason::B64LineLayout);
+            }
+            self.strip.extend_from_slice(&data[at..end]);
+            at = nl + 1;
+        }
+        let last = data.len() - at;
+        if last == 0 || (width > 0 && last > width) {
+            return Err(RawReason::B64LineLayout);
+        }
+        self.strip.extend_from_slice(&data[at..]);
+
+        let mut decoded = Vec::with_capacity(self.strip.len() / 4 * 3 + 3);
+        LAX.decode_vec(&self.strip, &mut decoded).map_err(|_| RawReason::B64Invalid)?;
+        let recipe = Recipe {
+            version: RECIPE_VERSION,
+            encoding: TransferEncoding::Base64,
+            width: width as u32,
+            crlf,
+            eol: final_eol,
+            nopad: !self.strip.len().is_multiple_of(4),
+        };
+        let end = data_end + if final_eol { eol.len() } else { 0 };
+        self.check.clear();
+        encode_into(&decoded, &recipe, &mut self.check);
+        if self.check[..] != body[lead..end] {
+            return Err(RawReason::B64Noncanonical);
+        }
+        Ok(Span { start: bs + lead, end: bs + end, decoded, recipe })
+    }
+
+    /// A quoted-printable body, all of it, if the canonical encoder reproduces it.
+    fn quoted_printable(&mut self, bs: usize, e: usize) -> Result<Span, RawReason> {
+        let body = &self.msg[bs..e];
+        let decoded = qp_decode(body).ok_or(RawReason::QpInvalid)?;
+        let crlf = matches!(memchr(b'\n', body), Some(i) if i > 0 && body[i - 1] == b'\r');
+        // Width: the longest soft-broken line (with its `=`); without soft breaks, anything not below the longest
+        // line (76 if that is shorter) gives the same bytes.
+        let (mut soft, mut longest) = (0usize, 0usize);
+        let mut at = 0;
+        while at < body.len() {
+            let nl = memchr(b'\n', &body[at..]).map_or(body.len(), |i| at + i);
+            let mut line = &body[at..nl];
+            if crlf && nl < body.len() {
+                line = line.strip_suffix(b"\r").unwrap_or(line);
+            }
+            if line.last() == Some(&b'=') {
+                soft = soft.max(line.len());
+            }
+            longest = longest.max(line.len());
+            at = nl + 1;
+        }
+        let width = if soft > 0 { soft } else { longest.max(76) };
+        if width > u32::MAX as usize || width < 4 {
+            return Err(RawReason::QpNoncanonical);
+        }
+        let recipe = Recipe {
+            version: RECIPE_VERSION,
+            encoding: TransferEncoding::QuotedPrintable,
+            width: width as u32,
+            crlf,
+            eol: false,
+            nopad: false,
+        };
+        self.check.clear();
+        self.check.reserve(body.len());
+        encode_into(&decoded, &recipe, &mut self.check);
+        if self.check[..] != *body {
+            return Err(RawReason::QpNoncanonical);
+        }
+        Ok(Span { start: bs, end: e, decoded, recipe })
+    }
+}
+
+/// The part kind and transfer encoding from a header block.
+fn headers(h: &[u8], default: Implicit) -> (Kind, Cte) {
+    let mut ctype: Option<Vec<u8>> = None;
+    let mut cte: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < h.len() && (ctype.is_none() || cte.is_none()) {
+        let line_end = memchr(b'\n', &h[i..]).map_or(h.len(), |j| i + j + 1);
+        // The field runs on over continuation lines (starting with a space or tab).
+        let mut j = line_end;
+        while j < h.len() && (h[j] == b' ' || h[j] == b'\t') {
+            j = memchr(b'\n', &h[j..]).map_or(h.len(), |k| j + k + 1);
+        }
+        let field = &h[i..j];
+        let first_line = line_end - i;
+        i = j;
+        if matches!(field.first(), Some(b' ' | b'\t')) {
+            continue; // continuation lines at the very start
+        }
+        let Some(colon) = memchr(b':', &field[..first_line]) else { continue };
+        let name = trim(&field[..colon]);
+        let slot = if name.eq_ignore_ascii_case(b"content-type") {
+            &mut ctype
+        } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            &mut cte
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = Some(field[colon + 1..].iter().copied().filter(|&c| c != b'\r' && c != b'\n').collect());
+        }
+    }
+    let cte = match cte.as_deref().map(trim) {
+        Some(v) if v.eq_ignore_ascii_case(b"base64") => Cte::Base64,
+        Some(v) if v.eq_ignore_ascii_case(b"quoted-printable") => Cte::QuotedPrintable,
+        _ => Cte::Other,
+    };
+    let kind = match ctype {
+        None => match default {
+            Implicit::TextPlain => Kind::Leaf,
+            Implicit::Rfc822 => Kind::Message,
+        },
+        Some(v) => content_type(&v),
+    };
+    (kind, cte)
+}
+
+/// The kind of a `Content-Type` value (unfolded), with the `boundary` parameter of a multipart.
+fn content_type(v: &[u8]) -> Kind {
+    let end = memchr(b';', v).unwrap_or(v.len());
+    let mtype = trim(&v[..end]);
+    let is = |t: &[u8]| mtype.eq_ignore_ascii_case(t);
+    if mtype.len() >= 10 && mtype[..10].eq_ignore_ascii_case(b"multipart/") {
+        Kind::Multipart { boundary: param(&v[end..], b"boundary"), digest: is(b"multipart/digest") }
+    } else if is(b"message/rfc822") || is(b"message/global") {
+        Kind::Message
+    } else {
+        Kind::Leaf
+    }
+}
+
+/// The value of parameter `want` in `; name=value; name="quoted \" value"` (the first occurrence, non-empty).
+fn param(mut s: &[u8], want: &[u8]) -> Option<Vec<u8>> {
+    let is_ws = |c: &u8| matches!(c, b' ' | b'\t');
+    while let Some(rest) = s.strip_prefix(b";") {
+        let rest = &rest[rest.iter().take_while(|c| is_ws(c)).count()..];
+        let name_end = rest.iter().position(|&c| c == b'=' || c == b';').unwrap_or(rest.len());
+        let name = trim(&rest[..name_end]);
+        let mut value = Vec::new();
+        let mut at = name_end;
+        if rest.get(at) == Some(&b'=') {
+            at += 1;
+            at += rest[at..].iter().take_while(|c| is_ws(c)).count();
+            if rest.get(at) == Some(&b'"') {
+                at += 1;
+                while at < rest.len() {
+                    match rest[at] {
+                        b'"' => {
+                            at += 1;
+                            break;
+                        }
+                        b'\\' if at + 1 < rest.len() => {
+                            value.push(rest[at + 1]);
+                            at += 2;
+                        }
+                        c => {
+                            value.push(c);
+                            at += 1;
+                        }
+                    }
+                }
+            } else {
+                let n = rest[at..].iter().take_while(|&&c| c != b';' && !is_ws(&c)).count();
+                value.extend_from_slice(&rest[at..at + n]);
+                at += n;
+            }
+        }
+        if name.eq_ignore_ascii_case(want) && !value.is_empty() {
+            return Some(value);
+        }
+        s = &rest[at..];
+        s = &s[memchr(b';', s).unwrap_or(s.len())..];
+    }
+    None
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let a = s.iter().position(|c| !ws(c)).unwrap_or(s.len());
+    let b = s.iter().rposition(|c| !ws(c)).map_or(a, |i| i + 1);
+    &s[a..b]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Base64.
+
+/// Decodes whatever the alphabet allows, padded or not, with any trailing bits: whether the text is canonical is
+/// decided by comparing the re-encoding, which also says why in the counts.
+const LAX: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Encodes into the end of the reserved output, then moves the lines forward into place, inserting line endings:
+/// one allocation, no scratch buffer, whatever the width.
+fn b64_encode(decoded: &[u8], width: usize, eol: &[u8], final_eol: bool, pad: bool, out: &mut Vec<u8>) {
+    let n = decoded.len();
+    let tail = match n % 3 {
+        0 => 0,
+        _ if pad => 4,
+        r => r + 1,
+    };
+    let enc_len = n / 3 * 4 + tail;
+    if enc_len == 0 {
+        return;
+    }
+    let lines = if width == 0 { 1 } else { enc_len.div_ceil(width) };
+    let breaks = lines - 1 + final_eol as usize;
+    let start = out.len();
+    let total = enc_len + breaks * eol.len();
+    out.resize(start + total, 0);
+    let mut src = start + total - enc_len;
+    let engine = if pad { &STANDARD } else { &STANDARD_NO_PAD };
+    let written = engine.encode_slice(decoded, &mut out[src..]).unwrap_or(0);
+    debug_assert_eq!(written, enc_len);
+    let mut dst = start;
+    let mut left = enc_len;
+    while left > 0 {
+        let k = if width == 0 { left } else { left.min(width) };
+        // dst + remaining breaks × eol == src, so a line never overwrites text not yet moved.
+        out.copy_within(src..src + k, dst);
+        src += k;
+        dst += k;
+        left -= k;
+        if left > 0 || final_eol {
+            out[dst..dst + eol.len()].copy_from_slice(eol);
+            dst += eol.len();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Quoted-printable.
+
+/// Decodes `=XX` (either case) and removes soft line breaks (`=` + LF or CRLF); every other byte, line endings
+/// included, is taken as it is. `None` on any other `=`.
+fn qp_decode(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    while let Some(i) = memchr(b'=', &body[at..]) {
+        let p = at + i;
+        out.extend_from_slice(&body[at..p]);
+        let r = &body[p + 1..];
+        at = if r.starts_with(b"\n") {
+            p + 2
+        } else if r.starts_with(b"\r\n") {
+            p + 3
+        } else {
+            let (hi, lo) = (hex(*r.first()?)?, hex(*r.get(1)?)?);
+            out.push((hi << 4) | lo);
+            p + 3
+        };
+    }
+    out.extend_from_slice(&body[at..]);
+    Some(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The canonical encoder (as Python's `email.quoprimime` and most mail clients write it): hard line breaks are the
+/// recipe's line ending in the decoded text; printable ASCII except `=` is literal, and so are space and tab except
+/// at the end of a hard line; everything else is `=XX` in upper-case hex. A hard line whose encoding is longer than
+/// `width` is broken greedily into physical lines of at most `width - 1` characters plus the `=` of the soft break,
+/// never inside an `=XX`.
+fn qp_encode(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
+    let width = width.max(4);
+    let finder = memmem::Finder::new(eol);
+    let mut rest = decoded;
+    loop {
+        match finder.find(rest) {
+            Some(i) => {
+                qp_line(&rest[..i], width, eol, out);
+                out.extend_from_slice(eol);
+                rest = &rest[i + eol.len()..];
+            }
+            None => {
+                qp_line(rest, width, eol, out);
+                return;
+            }
+        }
+    }
+}
+
+fn qp_literal(c: u8, last: bool) -> bool {
+    (b'!'..=b'~').contains(&c) && c != b'=' || (!last && (c == b' ' || c == b'\t'))
+}
+
+/// One hard line (without its line ending).
+fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let n = line.len();
+    let tok = |i: usize| if qp_literal(line[i], i + 1 == n) { 1 } else { 3 };
+    let put = |out: &mut Vec<u8>, i: usize| {
+        let c = line[i];
+        if qp_literal(c, i + 1 == n) {
+            out.push(c);
+        } else {
+            out.extend_from_slice(&[b'=', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        }
+    };
+    let mut remaining: usize = (0..n).map(tok).sum();
+    if remaining == n && n <= width {
+        out.extend_from_slice(line); // all literal, fits: the common case
+        return;
+    }
+    let mut fits = remaining <= width;
+    let mut cur = 0;
+    for i in 0..n {
+        let k = tok(i);
+        if !fits && cur > 0 && cur + k > width - 1 {
+            out.push(b'=');
+            out.extend_from_slice(eol);
+            cur = 0;
+            fits = remaining <= width;
+        }
+        put(out, i);
+        cur += k;
+        remaining -= k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Base64 as an encoder with the given layout writes it (written independently of `encode`).
+    fn wrap(data: &[u8], width: usize, crlf: bool, final_eol: bool, pad: bool) -> Vec<u8> {
+        let text = if pad { STANDARD.encode(data) } else { STANDARD_NO_PAD.encode(data) };
+        let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        let lines: Vec<&[u8]> =
+            if width == 0 { vec![text.as_bytes()] } else { text.as_bytes().chunks(width).collect() };
+        let mut out = lines.join(eol);
+        if final_eol {
+            out.extend_from_slice(eol);
+        }
+        out
+    }
+
+    fn payload(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+    }
+
+    /// A multipart/mixed message with a text part and one attachment whose body is `body`.
+    fn message(boundary: &str, cte: &str, body: &[u8], nl: &str) -> Vec<u8> {
+        let mut m = format!(
+            "From: a@example.com{nl}Content-Type: multipart/mixed;{nl}\tboundary=\"{boundary}\"{nl}{nl}preamble{nl}\
+             --{boundary}{nl}Content-Type: text/plain{nl}{nl}hello{nl}--{boundary}{nl}\
+             content-type: application/pdf; name=\"a;b.pdf\"{nl}Content-Transfer-Encoding: {cte}{nl}{nl}"
+        )
+        .into_bytes();
+        m.extend_from_slice(body);
+        m.extend_from_slice(format!("{nl}--{boundary}--{nl}epilogue{nl}").as_bytes());
+        m
+    }
+
+    fn encoded(pieces: &[Piece<'_>]) -> Vec<(Vec<u8>, Recipe)> {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Encoded { decoded, recipe, .. } => Some((decoded.clone(), recipe.clone())),
+                Piece::Raw(_) => None,
+            })
+            .collect()
+    }
+
+    /// Splits, checks that the pieces rebuild `msg` exactly and that raw pieces are maximal, returns the parts.
+    fn check(msg: &[u8]) -> (Vec<(Vec<u8>, Recipe)>, SplitStats) {
+        check_with(msg, &Options::default())
+    }
+
+    fn check_with(msg: &[u8], opts: &Options) -> (Vec<(Vec<u8>, Recipe)>, SplitStats) {
+        let (pieces, stats) = split_with(msg, opts);
+        assert_eq!(reassemble(&pieces), msg);
+        for p in &pieces {
+            if let Piece::Encoded { decoded, recipe, original_len } = p {
+                assert_eq!(encode(decoded, recipe).len(), *original_len);
+                recipe.validate().unwrap();
+            }
+        }
+        assert!(pieces.windows(2).all(|w| !matches!(w, [Piece::Raw(_), Piece::Raw(_)])));
+        assert!(pieces.iter().all(|p| p.original_len() > 0));
+        (encoded(&pieces), stats)
+    }
+
+    #[test]
+    fn base64_attachment_becomes_encoded() {
+        let data = payload(3000, 7);
+        for nl in ["\n", "\r\n"] {
+            let body = wrap(&data, 76, nl == "\r\n", true, true);
+            let msg = message("b1", "base64", &body, nl);
+            let (parts, stats) = check(&msg);
+            assert_eq!(parts.len(), 1, "{nl:?}");
+            assert_eq!(parts[0].0, data);
+            let r = &parts[0].1;
+            assert_eq!((r.width, r.crlf, r.eol, r.nopad), (76, nl == "\r\n", true, false));
+            assert_eq!(stats.encoded_parts, 1);
+            assert_eq!(stats.encoded_bytes, body.len() as u64);
+            assert_eq!(stats.raw.not_base64_or_qp, 1); // the text part
+            // The piece is exactly the attachment body; the blank line and delimiter around it stay raw.
+            let (pieces, _) = split_with_stats(&msg);
+            assert!(matches!(&pieces[..], [Piece::Raw(_), Piece::Encoded { .. }, Piece::Raw(_)]));
+        }
+    }
+
+    #[test]
+    fn rewrapped_attachments_share_decoded_bytes() {
+        let data = payload(5000, 42);
+        let a = message("one", "base64", &wrap(&data, 76, false, true, true), "\n");
+        let b = message("=_two_=", "BASE64", &wrap(&data, 72, true, true, true), "\r\n");
+        let c = message("three", "base64", &wrap(&data, 0, false, false, true), "\n");
+        let (pa, pb, pc) = (check(&a).0, check(&b).0, check(&c).0);
+        assert_eq!(pa[0].0, data);
+        assert_eq!(pb[0].0, data);
+        assert_eq!(pc[0].0, data);
+        assert_eq!((pa[0].1.width, pb[0].1.width, pc[0].1.width), (76, 72, 0));
+    }
+
+    #[test]
+    fn every_layout_round_trips() {
+        let data = payload(1000, 1);
+        for width in [0, 4, 60, 63, 64, 72, 76, 77, 100, 1336, 5000] {
+            for (crlf, final_eol, pad) in (0..8).map(|b| (b & 1 != 0, b & 2 != 0, b & 4 != 0)) {
+                for len in [998, 999, 1000] {
+                    let body = wrap(&data[..len], width, crlf, final_eol, pad);
+                    let msg = message("b", "base64", &body, if crlf { "\r\n" } else { "\n" });
+                    let (parts, _) = check(&msg);
+                    assert_eq!(parts.len(), 1, "width {width} crlf {crlf} eol {final_eol} pad {pad} len {len}");
+                    assert_eq!(parts[0].0, &data[..len]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_and_leading_whitespace_stay_raw() {
+        let data = payload(600, 3);
+        let mut body = b"\n".to_vec();
+        body.extend(wrap(&data, 76, false, true, true));
+        body.extend_from_slice(b"\n  \n\t\n");
+        let msg = message("b", "base64", &body, "\n");
+        let (pieces, _) = split_with_stats(&msg);
+        assert_eq!(reassemble(&pieces), msg);
+        let Piece::Encoded { decoded, original_len, .. } = &pieces[1] else { panic!("{pieces:?}") };
+        assert_eq!(decoded, &data);
+        assert_eq!(*original_len, wrap(&data, 76, false, true, true).len());
+    }
+
+    #[test]
+    fn noncanonical_base64_stays_raw() {
+        let data = payload(900, 9);
+        let good = wrap(&data, 76, false, true, true);
+        let reason = |body: &[u8]| {
+            let msg = message("b", "base64", body, "\n");
+            let (parts, stats) = check(&msg);
+            assert!(parts.is_empty(), "{:?}", String::from_utf8_lossy(body));
+            let r: Vec<_> =
+                RawReason::ALL.into_iter().filter(|r| r.is_reencode_mismatch() && stats.raw.get(*r) > 0).collect();
+            assert_eq!(stats.raw.reencode_mismatch(), 1);
+            r[0]
+        };
+        // Mixed line lengths: one line re-wrapped shorter.
+        let mut mixed = good.clone();
+        mixed.insert(40, b'\n');
+        assert_eq!(reason(&mixed), RawReason::B64LineLayout);
+        // Mixed line endings.
+        let mut ends = good.clone();
+        ends.insert(76, b'\r');
+        assert_eq!(reason(&ends), RawReason::B64LineLayout);
+        // Stray white space inside a line (same line length).
+        let mut stray = good.clone();
+        stray[100] = b' ';
+        assert_eq!(reason(&stray), RawReason::B64Invalid);
+        // A blank line inside the data.
+        let mut blank = good.clone();
+        blank.insert(77, b'\n');
+        assert_eq!(reason(&blank), RawReason::B64LineLayout);
+        // Partial padding: `=` where `==` is expected.
+        let short = wrap(&data[..898], 76, false, true, true);
+        assert!(short.ends_with(b"==\n"));
+        assert_eq!(
+            reason(&short[..short.len() - 2].iter().chain(b"\n").copied().collect::<Vec<_>>()),
+            RawReason::B64Noncanonical
+        );
+        // Non-zero trailing bits: "QR==" decodes like "QQ==".
+        let mut bits = short.clone();
+        let i = bits.len() - 4;
+        const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        bits[i] = ABC[ABC.iter().position(|&c| c == bits[i]).unwrap() + 1];
+        assert_eq!(reason(&bits), RawReason::B64Noncanonical);
+        // Padding in the middle (two encodings glued together).
+        let mut glued = wrap(&data[..100], 0, false, false, true);
+        glued.extend(wrap(&data[..400], 0, false, true, true));
+        assert_eq!(reason(&glued), RawReason::B64Invalid);
+        // Unpadded throughout is a layout the recipe records (it re-encodes exactly).
+        let nopad = wrap(&data[..898], 76, false, true, false);
+        let (parts, _) = check(&message("b", "base64", &nopad, "\n"));
+        assert!(parts[0].1.nopad);
+        assert_eq!(parts[0].0, &data[..898]);
+    }
+
+    #[test]
+    fn too_small_and_other_encodings_stay_raw() {
+        let (parts, stats) = check(&message("b", "base64", &wrap(b"tiny", 76, false, true, true), "\n"));
+        assert!(parts.is_empty());
+        assert_eq!((stats.raw.too_small, stats.raw.not_base64_or_qp), (1, 1));
+        let (parts, stats) = check(&message("b", "8bit", &payload(1000, 0), "\n"));
+        assert!(parts.is_empty());
+        assert_eq!(stats.raw.not_base64_or_qp, 2);
+        let small = Options { min_len: 4 };
+        let msg = message("b", "base64", &wrap(b"tiny", 76, false, true, true), "\n");
+        assert_eq!(encoded(&split_with(&msg, &small).0)[0].0, b"tiny");
+    }
+
+    #[test]
+    fn single_part_message_and_headers() {
+        let data = payload(2000, 5);
+        let mut msg =
+            b"Subject: x\r\nCONTENT-TRANSFER-ENCODING :\r\n base64\r\nContent-Type: image/png\r\n\r\n".to_vec();
+        msg.extend(wrap(&data, 64, true, true, true));
+        let (parts, _) = check(&msg);
+        assert_eq!(parts[0].0, data);
+        assert_eq!(parts[0].1.width, 64);
+        // Without a blank line everything is header.
+        let (parts, _) = check(b"Content-Transfer-Encoding: base64\nQUJD");
+        assert!(parts.is_empty());
+    }
+
+    #[test]
+    fn nested_multipart_digest_and_rfc822() {
+        let d1 = payload(700, 1);
+        let d2 = payload(800, 2);
+        let d3 = payload(900, 3);
+        let inner_msg = message("inner-msg", "base64", &wrap(&d3, 76, false, true, true), "\n");
+        let mut m = b"Content-Type: Multipart/Mixed; boundary=outer\n\n--outer\nContent-Type: multipart/alternative;\n boundary=\"alt\"\n\n--alt\nContent-Transfer-Encoding: base64\n\n".to_vec();
+        m.extend(wrap(&d1, 76, false, true, true));
+        m.extend_from_slice(b"\n--alt--\n\n--outer\nContent-Type: multipart/digest; boundary=dig\n\n--dig\n\nContent-Transfer-Encoding: base64\n\n");
+        m.extend(wrap(&d2, 60, false, true, true));
+        m.extend_from_slice(b"\n--dig--\n--outer\nContent-Type: message/rfc822\n\n");
+        m.extend(&inner_msg);
+        m.extend_from_slice(b"\n--outer--\n");
+        let (parts, stats) = check(&m);
+        let decoded: Vec<_> = parts.into_iter().map(|p| p.0).collect();
+        assert_eq!(decoded, vec![d1, d2, d3]);
+        assert_eq!(stats.raw.parse_error, 0);
+    }
+
+    #[test]
+    fn boundaries_are_byte_exact() {
+        let data = payload(600, 4);
+        let body = wrap(&data, 76, false, true, true);
+        // `--b` followed by other characters is content, not a delimiter; padding after a delimiter is allowed.
+        let mut m =
+            b"Content-Type: multipart/mixed; boundary=b\n\n--bb\n--b  \nContent-Transfer-Encoding: base64\n\n".to_vec();
+        m.extend(&body);
+        m.extend_from_slice(b"--b \t\n\n--b--x\n");
+        let (parts, _) = check(&m);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].0, data);
+        // A missing close delimiter: the part runs to the end.
+        let mut m = b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: base64\n\n".to_vec();
+        m.extend(&body);
+        assert_eq!(check(&m).0[0].0, data);
+        // No boundary parameter, or no delimiter: raw, counted.
+        let mut m = b"Content-Type: multipart/mixed\n\n--b\nContent-Transfer-Encoding: base64\n\n".to_vec();
+        m.extend(&body);
+        let (parts, stats) = check(&m);
+        assert!(parts.is_empty());
+        assert_eq!(stats.raw.parse_error, 1);
+        let (parts, stats) = check(&message("b", "base64", &body, "\n").replace_boundary());
+        assert!(parts.is_empty());
+        assert_eq!(stats.raw.parse_error, 1);
+    }
+
+    trait ReplaceBoundary {
+        fn replace_boundary(&self) -> Vec<u8>;
+    }
+    impl ReplaceBoundary for Vec<u8> {
+        /// Declares another boundary than the one used.
+        fn replace_boundary(&self) -> Vec<u8> {
+            let i = memmem::find(self, b"boundary=\"b\"").unwrap();
+            let mut v = self.clone();
+            v[i + 10] = b'z';
+            v
+        }
+    }
+
+    #[test]
+    fn deep_nesting_stays_raw() {
+        let mut m = Vec::new();
+        for i in 0..100 {
+            m.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n").as_bytes());
+        }
+        m.extend_from_slice(b"Content-Transfer-Encoding: base64\n\n");
+        m.extend(wrap(&payload(600, 0), 76, false, true, true));
+        let (parts, stats) = check(&m);
+        assert!(parts.is_empty());
+        assert_eq!(stats.raw.parse_error, 1);
+    }
+
+    /// `(text, Python's email.quoprimime.body_encode(text, 76, eol), eol is CRLF)`: the canonical encoder we
+    /// reproduce. The last five are random text of `abc =\t\xe9.\n`.
+    const PY_QP: &[(&[u8], &[u8], bool)] = &[
+        (b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa \x0ab=c\x09x \x0a\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\x0a", b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=\x0aaaaaa=20\x0ab=3Dc\x09x=20\x0a=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=\x0a=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9=E9\x0a", false),
+        (b"Hello world, this is a long line of text that will need to be wrapped because it exceeds 76 chars. = sign and tabs\x09here.\x0aHello world, this is a long line of text that will need to be wrapped because it exceeds 76 chars. = sign and tabs\x09here.\x0aHello world, this is a long line of text that will need to be wrapped because it exceeds 76 chars. = sign and tabs\x09here.\x0a", b"Hello world, this is a long line of text that will need to be wrapped becau=\x0ase it exceeds 76 chars. =3D sign and tabs\x09here.\x0aHello world, this is a long line of text that will need to be wrapped becau=\x0ase it exceeds 76 chars. =3D sign and tabs\x09here.\x0aHello world, this is a long line of text that will need to be wrapped becau=\x0ase it exceeds 76 chars. =3D sign and tabs\x09here.\x0a", false),
+        (b"line with trailing tab\x09\x0d\x0axxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xff\xfe\x0d\x0ayyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy=\x0d\x0aend", b"line with trailing tab=09\x0d\x0axxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx=\x0d\x0a=FF=FE\x0d\x0ayyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy=\x0d\x0a=3D\x0d\x0aend", true),
+        (b"=\x09\x0aa. acb\x09. \xe9\x0ab a \xe9=c\xe9cbc.ccaa  cc=\x09 \x0a c \xe9=a\x09\xe9cc=b\x09=a\x09b=\x09=.\x09c..ca=a\x09\xe9a\x0a\xe9\x09\xe9a.ac b .\x09\x0a\x09\x0a=.b\x09=a\xe9b \x09\x0a\x09c\x09=\x0ab=\x09=cbc=.cab\x0a\xe9a \x09=.\xe9caa.\x09 cc\xe9bc\xe9\x09ca\xe9=c.c\x0a..\x09.==.\xe9cb\xe9\x0ac.\x09cb.=\x0a\x0a\x0a\x09b\x09a=\x09\x0a=.==\x09ca.\x0a=\x09=.=\x0a\x09\x09=\x09\xe9\x09c.\x09\x09\x0ac\x0ac \x09.=b\xe9c\x0a\xe9=\x0a=a c.c ca. cacb\x09c. \x0aa\xe9.\x09\xe9b  \x09a\x09\xe9=\xe9b\x0a\x09a\x0a=b=\x0a\x0a\x09=\x09c\xe9\xe9\x0a\x09.cc\xe9. cb\x09a\xe9b\x09\x0ac\x09\xe9\xe9\xe9 .=.\xe9\xe9c==.=\xe9a\x09=.=c.ab. =ac\xe9a.\x0a\x0a= .a .=c==..\x0abac==\x0a\x09=\x0aa.\x09\x09caa=\x0a.b\x0a a\xe9\xe9.\xe9.\xe9 =.b=a\xe9=.=cc.\x0a.\x09\x0ac\xe9\x0aab =bba\x09\xe9b\xe9.abb bc=.ccc\xe9", b"=3D=09\x0aa. acb\x09. =E9\x0ab a =E9=3Dc=E9cbc.ccaa  cc=3D\x09=20\x0a c =E9=3Da\x09=E9cc=3Db\x09=3Da\x09b=3D\x09=3D.\x09c..ca=3Da\x09=E9a\x0a=E9\x09=E9a.ac b .=09\x0a=09\x0a=3D.b\x09=3Da=E9b =09\x0a\x09c\x09=3D\x0ab=3D\x09=3Dcbc=3D.cab\x0a=E9a \x09=3D.=E9caa.\x09 cc=E9bc=E9\x09ca=E9=3Dc.c\x0a..\x09.=3D=3D.=E9cb=E9\x0ac.\x09cb.=3D\x0a\x0a\x0a\x09b\x09a=3D=09\x0a=3D.=3D=3D\x09ca.\x0a=3D\x09=3D.=3D\x0a\x09\x09=3D\x09=E9\x09c.\x09=09\x0ac\x0ac \x09.=3Db=E9c\x0a=E9=3D\x0a=3Da c.c ca. cacb\x09c.=20\x0aa=E9.\x09=E9b  \x09a\x09=E9=3D=E9b\x0a\x09a\x0a=3Db=3D\x0a\x0a\x09=3D\x09c=E9=E9\x0a\x09.cc=E9. cb\x09a=E9b=09\x0ac\x09=E9=E9=E9 .=3D.=E9=E9c=3D=3D.=3D=E9a\x09=3D.=3Dc.ab. =3Dac=E9a.\x0a\x0a=3D .a .=3Dc=3D=3D..\x0abac=3D=3D\x0a\x09=3D\x0aa.\x09\x09caa=3D\x0a.b\x0a a=E9=E9.=E9.=E9 =3D.b=3Da=E9=3D.=3Dcc.\x0a.=09\x0ac=E9\x0aab =3Dbba\x09=E9b=E9.abb bc=3D.ccc=E9", false),
+        (b"cb a\x0ab\xe9b=ab\xe9ca\xe9b\x09..\x09\x09ac=c\x0a=\x0a\x0a =b\x0a ==\x0ac \x09.\xe9cca\x09babb\x0a. \xe9..\x09b\x0aa\x0a\xe9ac\xe9 bb. c\xe9\x09 =\x09\x09\xe9\xe9c\x09=\xe9\x09\x0aa c\xe9bbaac  a..\x09a\xe9.=\xe9\x09..b ccb\x09\xe9.c\x0a=b=c= a.a\x09\x09\x09aa..cb\x09=. ca a b\xe9\x09=c.\x09=b.c c a\xe9=a.a.\xe9caa\x0a\x0a\x09bb .b.a a.\xe9aa=\xe9.=aa c\x0a\xe9 \x0a b\x09bb\x0acb a.\x0a\x09.\xe9\xe9\x0aca=. \x0abc=.b=\xe9\x09cc\x0ab. b\xe9 =a. a =\x09bb\xe9\x09\xe9\x0aa=ca.caa\xe9=b\xe9\x0ac\x09b=cc=.\x09=ab\x0a\x0aaabac\x09\xe9=a \x0a\xe9c\x09 \x09\x09accb=\x0acc.\xe9\xe9b\x09\x09. .\xe9c.ac\x0a..abc\xe9a aa .\x09\xe9.  = =\x0a\x0a\x09 \x09\x09 a.\xe9\x09cc .\xe9abc\xe9b= \x09..\x0ab \xe9ab\x0ac\xe9a\x09a=\x0a\xe9\x0a.\x0a\xe9.\x0aa\x0ac\xe9\x09a\x0a ==bab\x09", b"cb a\x0ab=E9b=3Dab=E9ca=E9b\x09..\x09\x09ac=3Dc\x0a=3D\x0a\x0a =3Db\x0a =3D=3D\x0ac \x09.=E9cca\x09babb\x0a. =E9..\x09b\x0aa\x0a=E9ac=E9 bb. c=E9\x09 =3D\x09\x09=E9=E9c\x09=3D=E9=09\x0aa c=E9bbaac  a..\x09a=E9.=3D=E9\x09..b ccb\x09=E9.c\x0a=3Db=3Dc=3D a.a\x09\x09\x09aa..cb\x09=3D. ca a b=E9\x09=3Dc.\x09=3Db.c c a=E9=3Da.a.=E9caa\x0a\x0a\x09bb .b.a a.=E9aa=3D=E9.=3Daa c\x0a=E9=20\x0a b\x09bb\x0acb a.\x0a\x09.=E9=E9\x0aca=3D.=20\x0abc=3D.b=3D=E9\x09cc\x0ab. b=E9 =3Da. a =3D\x09bb=E9\x09=E9\x0aa=3Dca.caa=E9=3Db=E9\x0ac\x09b=3Dcc=3D.\x09=3Dab\x0a\x0aaabac\x09=E9=3Da=20\x0a=E9c\x09 \x09\x09accb=3D\x0acc.=E9=E9b\x09\x09. .=E9c.ac\x0a..abc=E9a aa .\x09=E9.  =3D =3D\x0a\x0a\x09 \x09\x09 a.=E9\x09cc .=E9abc=E9b=3D \x09..\x0ab =E9ab\x0ac=E9a\x09a=3D\x0a=E9\x0a.\x0a=E9.\x0aa\x0ac=E9\x09a\x0a =3D=3Dbab=09", false),
+        (b"\xe9=a= bab=\x09\x0a .\x0abb \x09\x0a\xe9\xe9a\xe9\xe9c\x0a \x09\xe9\x09b\x0a\x09 b ===bcb\xe9c b\x0a\xe9\xe9 \xe9.\x0a =\xe9=b\x09c\xe9acb=\x0ac\xe9 \x09b\x09ba.c\x0ab\x09 .\xe9 .ba cbb\x09c\x09b.\x09c\x0ab\x09bb  \x09\x09c.b \xe9\x0a.\xe9ab\x09ca.\xe9\x09b.=ab.\x09 \x09\xe9c=.bb=\xe9\x09b\x0a\xe9a \xe9 =bc=b\x0a.\xe9c\x0a\xe9 b.\x09cbac\x09aa=\x0a.\xe9\x0aba  .a.\x0ab=.\x0aaac\xe9\x0a\xe9a a\xe9\xe9\xe9\xe9ac\x09c= \xe9b\x09 \xe9\xe9 =c.\x09=abc.bb\xe9a\xe9c a.\x09.c. b\x09aac\xe9b=c\x09\x09 c=\x0a\x0ab=bb\xe9\x09=\x09.\x0a. c=a\x0aa\xe9c .aaa \xe9 \x0a =a\x0a a\xe9\x09a\x0a=..bb\x09\x0a=\xe9\xe9=cb.a \x0a\xe9b\x0a=\x0a\x09\xe9c.\x09b.a .aabb\x09c\x09\x09==.cb==a=\xe9c =.cca\x09\x0aba.a.aa\xe9b\xe9\x0a. \x0abbbab.=\x0a\x0ab=b\xe9==.==a\x09\x0a..\xe9c =\x09 .bc\x09b\xe9.\x0a\xe9", b"=E9=3Da=3D bab=3D=09\x0a .\x0abb =09\x0a=E9=E9a=E9=E9c\x0a \x09=E9\x09b\x0a\x09 b =3D=3D=3Dbcb=E9c b\x0a=E9=E9 =E9.\x0a =3D=E9=3Db\x09c=E9acb=3D\x0ac=E9 \x09b\x09ba.c\x0ab\x09 .=E9 .ba cbb\x09c\x09b.\x09c\x0ab\x09bb  \x09\x09c.b =E9\x0a.=E9ab\x09ca.=E9\x09b.=3Dab.\x09 \x09=E9c=3D.bb=3D=E9\x09b\x0a=E9a =E9 =3Dbc=3Db\x0a.=E9c\x0a=E9 b.\x09cbac\x09aa=3D\x0a.=E9\x0aba  .a.\x0ab=3D.\x0aaac=E9\x0a=E9a a=E9=E9=E9=E9ac\x09c=3D =E9b\x09 =E9=E9 =3Dc.\x09=3Dabc.bb=E9a=E9c a.\x09.c. b\x09aac=\x0a=E9b=3Dc\x09\x09 c=3D\x0a\x0ab=3Dbb=E9\x09=3D\x09.\x0a. c=3Da\x0aa=E9c .aaa =E9=20\x0a =3Da\x0a a=E9\x09a\x0a=3D..bb=09\x0a=3D=E9=E9=3Dcb.a=20\x0a=E9b\x0a=3D\x0a\x09=E9c.\x09b.a .aabb\x09c\x09\x09=3D=3D.cb=3D=3Da=3D=E9c =3D.cca=09\x0aba.a.aa=E9b=E9\x0a.=20\x0abbbab.=3D\x0a\x0ab=3Db=E9=3D=3D.=3D=3Da=09\x0a..=E9c =3D\x09 .bc\x09b=E9.\x0a=E9", false),
+        (b"c c.c\x0a.\x09ac\xe9=.\x0a\x0a \x0a c\xe9\x0a=\x09=b =\xe9\x09\x0a=.bbb\x09bb=ca\x0a\xe9c\x09=b\xe9\x09b=b=\x09\xe9\xe9bb=bcab\x0a\xe9b.\xe9b \xe9a\x0a=b\x0a\x09\x09b.\xe9bc b\x0abb\x0a\xe9\xe9b==\x0a.\xe9a \x0ac\xe9c \x09\x0abc=a.=.\x0a\x0a==c=..\xe9bc .b. c cb.=.c.b==\x09a\x0a\x0ab a\x09..\x0a=\x09a=c\x0a\xe9=\xe9\x09c= aa.c=\xe9=\xe9.\x09\x0a\x0a\x09ac.a\x0a..\x09a \x0aa.b cc\x0a \xe9b\xe9\xe9 =a  b\x0a\x09\xe9= b\x09\x0a\x0a.a=\x0aac\xe9a.a  bc....=\x0aba. a.\x0a b\x09 b\x0a\x09bc \xe9aa\xe9a= \xe9\xe9cb\xe9  c\xe9.c\xe9a=.\x0a =b \xe9\xe9\x0a.  \x09=a \x0ac\x09b\xe9\x09c=ca\x0ac\xe9ba\x0a.\x09b.c\x09aa\x09.=.\x09\x0a\xe9c\xe9\xe9\x0a.a .=b\x0ab\x0a. b\x09bb\x09\xe9c\x09\x09a=b\x0abba.\x0a. .=c\xe9=.b\x0a =b=b\xe9=\xe9bc\x09\xe9b\x09 \x09b.\x09b.\x09a.a ===.\x0a\x0a\x09\x0a\x0ab", b"c c.c\x0a.\x09ac=E9=3D.\x0a\x0a=20\x0a c=E9\x0a=3D\x09=3Db =3D=E9=09\x0a=3D.bbb\x09bb=3Dca\x0a=E9c\x09=3Db=E9\x09b=3Db=3D\x09=E9=E9bb=3Dbcab\x0a=E9b.=E9b =E9a\x0a=3Db\x0a\x09\x09b.=E9bc b\x0abb\x0a=E9=E9b=3D=3D\x0a.=E9a=20\x0ac=E9c =09\x0abc=3Da.=3D.\x0a\x0a=3D=3Dc=3D..=E9bc .b. c cb.=3D.c.b=3D=3D\x09a\x0a\x0ab a\x09..\x0a=3D\x09a=3Dc\x0a=E9=3D=E9\x09c=3D aa.c=3D=E9=3D=E9.=09\x0a\x0a\x09ac.a\x0a..\x09a=20\x0aa.b cc\x0a =E9b=E9=E9 =3Da  b\x0a\x09=E9=3D b=09\x0a\x0a.a=3D\x0aac=E9a.a  bc....=3D\x0aba. a.\x0a b\x09 b\x0a\x09bc =E9aa=E9a=3D =E9=E9cb=E9  c=E9.c=E9a=3D.\x0a =3Db =E9=E9\x0a.  \x09=3Da=20\x0ac\x09b=E9\x09c=3Dca\x0ac=E9ba\x0a.\x09b.c\x09aa\x09.=3D.=09\x0a=E9c=E9=E9\x0a.a .=3Db\x0ab\x0a. b\x09bb\x09=E9c\x09\x09a=3Db\x0abba.\x0a. .=3Dc=E9=3D.b\x0a =3Db=3Db=E9=3D=E9bc\x09=E9b\x09 \x09b.\x09b.\x09a.a =3D=3D=3D.\x0a\x0a=09\x0a\x0ab", false),
+        (b"\x0a.\xe9 \xe9\xe9bcb.\x09a=\x09\xe9bca.c=ababb===\xe9 a\xe9.=c\x09\x0a\x0a\xe9..ac\x09.\x09bb.=\x09\x09b\xe9\xe9.=cc\x0a.\x09=cc\xe9a\xe9\x09= c\xe9\x0a.b=\xe9a  \xe9 .\x0aab\x0a=b\x09\x09\x09caa .a=.\x0a a \x09\x09 \x09.aab b=b bb\x09\x09=\xe9c==b\xe9c .a=. a\x0a \xe9b=.a=a.cbb \x09\x09 .aa\x09\x0a\xe9\x09\x09= =.ca  a=b   \xe9 =c cb. .==bc.\x0ab\x09.\x0aa=a\x0acc=\xe9=.\x09c .\x0a\x0a ba.c=\x0aa =c=\xe9=b\x09=b a =\xe9.=b.\xe9.c\xe9.\x0aa\xe9a \x0a=\x09\x0ac\x09\xe9c\xe9 a= \xe9..\x0ac....  \x09 cbb..\x0aaca.cbab\xe9.cba\x09\xe9\x0a\x0a\x09 c.\x0a.\x0a\x09a\x09a.a  \x0a===  .b.. \x09\xe9= \x09\xe9a\x09bc \x09= \x09 =b\x0a.=b\x0a\x0a=acbb.=c\x0a \x09\x09ca\xe9\xe9\xe9ab=\x0a\xe9bba\x09=\x0a.cc\x09\x0a==b\xe9\xe9\x0aa..=.b=\x0ab \xe9b", b"\x0a.=E9 =E9=E9bcb.\x09a=3D\x09=E9bca.c=3Dababb=3D=3D=3D=E9 a=E9.=3Dc=09\x0a\x0a=E9..ac\x09.\x09bb.=3D\x09\x09b=E9=E9.=3Dcc\x0a.\x09=3Dcc=E9a=E9\x09=3D c=E9\x0a.b=3D=E9a  =E9 .\x0aab\x0a=3Db\x09\x09\x09caa .a=3D.\x0a a \x09\x09 \x09.aab b=3Db bb\x09\x09=3D=E9c=3D=3Db=E9c .a=3D. a\x0a =E9b=3D.a=3Da.cbb \x09\x09 .aa=09\x0a=E9\x09\x09=3D =3D.ca  a=3Db   =E9 =3Dc cb. .=3D=3Dbc.\x0ab\x09.\x0aa=3Da\x0acc=3D=E9=3D.\x09c .\x0a\x0a ba.c=3D\x0aa =3Dc=3D=E9=3Db\x09=3Db a =3D=E9.=3Db.=E9.c=E9.\x0aa=E9a=20\x0a=3D=09\x0ac\x09=E9c=E9 a=3D =E9..\x0ac....  \x09 cbb..\x0aaca.cbab=E9.cba\x09=E9\x0a\x0a\x09 c.\x0a.\x0a\x09a\x09a.a =20\x0a=3D=3D=3D  .b.. \x09=E9=3D \x09=E9a\x09bc \x09=3D \x09 =3Db\x0a.=3Db\x0a\x0a=3Dacbb.=3Dc\x0a \x09\x09ca=E9=E9=E9ab=3D\x0a=E9bba\x09=3D\x0a.cc=09\x0a=3D=3Db=E9=E9\x0aa..=3D.b=3D\x0ab =E9b", false),
+    ];
+
+    #[test]
+    fn quoted_printable_canonical() {
+        let mut exact = 0;
+        for (i, &(text, py, crlf)) in PY_QP.iter().enumerate() {
+            let recipe = Recipe {
+                version: 1,
+                encoding: TransferEncoding::QuotedPrintable,
+                width: 76,
+                crlf,
+                eol: false,
+                nopad: false,
+            };
+            let ours = encode(text, &recipe) == py;
+            assert!(ours || i >= 3, "case {i}: {:?}", String::from_utf8_lossy(&encode(text, &recipe)));
+            let msg = message("q", "quoted-printable", py, if crlf { "\r\n" } else { "\n" });
+            let (parts, stats) = check_with(&msg, &Options { min_len: 1 });
+            if ours {
+                exact += 1;
+                assert_eq!(parts.len(), 1, "case {i}: {stats:?}");
+                assert_eq!(parts[0].0, text);
+            } else {
+                assert_eq!(stats.raw.qp_noncanonical, 1);
+            }
+        }
+        assert!(exact >= 6, "{exact}");
+    }
+
+    #[test]
+    fn noncanonical_quoted_printable_stays_raw() {
+        let text = b"caf\xe9 = cr\xe8me br\xfbl\xe9e, ".repeat(20);
+        let recipe = Recipe {
+            version: 1,
+            encoding: TransferEncoding::QuotedPrintable,
+            width: 76,
+            crlf: false,
+            eol: false,
+            nopad: false,
+        };
+        let good = encode(&text, &recipe);
+        let reason = |body: &[u8]| {
+            let (parts, stats) = check(&message("q", "quoted-printable", body, "\n"));
+            assert!(parts.is_empty());
+            assert_eq!(stats.raw.reencode_mismatch(), 1);
+            if stats.raw.qp_invalid == 1 { RawReason::QpInvalid } else { RawReason::QpNoncanonical }
+        };
+        assert_eq!(check(&message("q", "quoted-printable", &good, "\n")).0[0].0, text);
+        // Lower-case hex.
+        let lower: Vec<u8> = String::from_utf8(good.clone()).unwrap().replace("=E9", "=e9").into_bytes();
+        assert_eq!(reason(&lower), RawReason::QpNoncanonical);
+        // Needlessly encoded letter.
+        let needless: Vec<u8> = String::from_utf8(good.clone()).unwrap().replacen("caf", "=63af", 1).into_bytes();
+        assert_eq!(reason(&needless), RawReason::QpNoncanonical);
+        // A soft break earlier than the encoder would put it.
+        let mut early = good.clone();
+        early.splice(10..10, b"=\n".iter().copied());
+        assert_eq!(reason(&early), RawReason::QpNoncanonical);
+        // Unencoded trailing space before a hard break.
+        let mut trailing = b"x".repeat(300);
+        trailing.extend_from_slice(b" \nend\n");
+        assert_eq!(reason(&trailing), RawReason::QpNoncanonical);
+        // A bare `=`.
+        let mut bare = good.clone();
+        bare.extend_from_slice(b"=Z1");
+        assert_eq!(reason(&bare), RawReason::QpInvalid);
+    }
+}
