@@ -618,22 +618,36 @@ impl Walker<'_> {
             longest = longest.max(line.len());
             at = nl + 1;
         }
-        let width = if soft > 0 { soft } else { longest.max(76) };
-        if width > u32::MAX as usize || width < 4 {
-            return Err(RawReason::QpNoncanonical);
-        }
-        let recipe = Recipe {
+        // A soft-broken line is 1 or 2 shorter than the width when an `=XX` did not fit: the width is the longest
+        // soft-broken line or up to 2 more (76 first, the common one). Without soft breaks, any width not below the
+        // longest line (76 if that is shorter) gives the same bytes.
+        let mut widths = if soft > 0 { [soft, soft + 1, soft + 2] } else { [longest.max(76); 3] };
+        widths.sort_by_key(|&w| w.abs_diff(76));
+        let mut recipe = Recipe {
             version: RECIPE_VERSION,
             encoding: TransferEncoding::QuotedPrintable,
-            width: width as u32,
+            width: 0,
             crlf,
             eol: false,
             nopad: false,
         };
-        self.check.clear();
         self.check.reserve(body.len());
-        encode_into(&decoded, &recipe, &mut self.check);
-        if self.check[..] != *body {
+        // A body without any line break does not say which line ending encodes: try CRLF too (a decoded LF is
+        // then `=0A`).
+        let crlfs: &[bool] = if memchr(b'\n', body).is_some() { &[crlf] } else { &[false, true] };
+        let exact = crlfs.iter().any(|&crlf| {
+            recipe.crlf = crlf;
+            widths.into_iter().enumerate().any(|(i, w)| {
+                if (i > 0 && w == widths[i - 1]) || w < 4 || w > u32::MAX as usize {
+                    return false;
+                }
+                recipe.width = w as u32;
+                self.check.clear();
+                encode_into(&decoded, &recipe, &mut self.check);
+                self.check[..] == *body
+            })
+        });
+        if !exact {
             return Err(RawReason::QpNoncanonical);
         }
         Ok(Span { start: bs, end: e, decoded, recipe })
@@ -1255,5 +1269,341 @@ mod tests {
         let mut bare = good.clone();
         bare.extend_from_slice(b"=Z1");
         assert_eq!(reason(&bare), RawReason::QpInvalid);
+    }
+
+    // ---- Property tests -------------------------------------------------------------------------------------
+
+    /// One base64 attachment of a generated message.
+    #[derive(Debug, Clone)]
+    struct Att {
+        data: Vec<u8>,
+        width: usize,
+        crlf: bool,
+        final_eol: bool,
+        pad: bool,
+        blank_lines: usize,
+        /// 0: a part of the top multipart, 1: inside a nested multipart/alternative, 2: inside a message/rfc822.
+        nest: u8,
+    }
+
+    fn att() -> impl Strategy<Value = Att> {
+        (
+            prop::collection::vec(any::<u8>(), 1..1500),
+            prop_oneof![Just(0usize), Just(60), Just(64), Just(72), Just(76), 1..200usize],
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0..3usize,
+            0..3u8,
+        )
+            .prop_map(|(data, width, crlf, final_eol, pad, blank_lines, nest)| Att {
+                data,
+                width,
+                crlf,
+                final_eol,
+                pad,
+                blank_lines,
+                nest,
+            })
+    }
+
+    /// A message holding `atts`, with line endings `nl` in its own structure (possibly not those of the bodies).
+    fn build(atts: &[Att], nl: &str) -> Vec<u8> {
+        let mut m = format!("Subject: t{nl}MIME-Version: 1.0{nl}Content-Type: multipart/mixed; boundary=top{nl}{nl}")
+            .into_bytes();
+        for (i, a) in atts.iter().enumerate() {
+            let mut part =
+                format!("Content-Type: application/octet-stream{nl}Content-Transfer-Encoding: base64{nl}{nl}")
+                    .into_bytes();
+            part.extend(wrap(&a.data, a.width, a.crlf, a.final_eol, a.pad));
+            part.extend(nl.repeat(a.blank_lines).as_bytes());
+            let part = match a.nest {
+                0 => part,
+                1 => {
+                    let mut p = format!("Content-Type: multipart/alternative; boundary=\"in{i}\"{nl}{nl}--in{i}{nl}")
+                        .into_bytes();
+                    p.extend(part);
+                    p.extend(format!("{nl}--in{i}--{nl}").as_bytes());
+                    p
+                }
+                _ => {
+                    let mut p = format!("Content-Type: message/rfc822{nl}{nl}From: x{nl}").into_bytes();
+                    p.extend(part);
+                    p
+                }
+            };
+            m.extend(format!("--top{nl}").as_bytes());
+            m.extend(part);
+            m.extend(nl.as_bytes());
+        }
+        m.extend(format!("--top--{nl}").as_bytes());
+        m
+    }
+
+    fn mime_token() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"Content-Type: multipart/mixed; boundary=b\n".to_vec()),
+            Just(b"content-type: Multipart/Digest;\r\n boundary=\"c\"\r\n".to_vec()),
+            Just(b"Content-Type: message/rfc822\n".to_vec()),
+            Just(b"Content-Transfer-Encoding: base64\n".to_vec()),
+            Just(b"Content-Transfer-Encoding: quoted-printable\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"--b\n".to_vec()),
+            Just(b"--b--\n".to_vec()),
+            Just(b"--c\r\n".to_vec()),
+            Just(b"--c--".to_vec()),
+            Just(b"QUJDRA==\n".to_vec()),
+            Just(b"QUJDREVG\r\n".to_vec()),
+            Just(b"QUJD".to_vec()),
+            Just(b"=41=\n".to_vec()),
+            Just(b"=\r\n".to_vec()),
+            Just(b" \t\0\xff=".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..6),
+        ]
+    }
+
+    proptest! {
+        // No regression files: this module owns no file but its own.
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_round_trip(msg in prop::collection::vec(any::<u8>(), 0..3000)) {
+            check(&msg);
+            check_with(&msg, &Options { min_len: 1 });
+        }
+
+        #[test]
+        fn mime_token_soup_round_trips(tokens in prop::collection::vec(mime_token(), 0..60)) {
+            let msg = tokens.concat();
+            check(&msg);
+            check_with(&msg, &Options { min_len: 1 });
+        }
+
+        #[test]
+        fn generated_attachments_decode_exactly(
+            atts in prop::collection::vec(att(), 1..4),
+            crlf in any::<bool>(),
+        ) {
+            let msg = build(&atts, if crlf { "\r\n" } else { "\n" });
+            let (parts, stats) = check_with(&msg, &Options { min_len: 1 });
+            let decoded: Vec<_> = parts.into_iter().map(|p| p.0).collect();
+            let want: Vec<_> = atts.iter().map(|a| a.data.clone()).collect();
+            prop_assert_eq!(decoded, want, "{:?}", stats);
+        }
+
+        #[test]
+        fn mutated_messages_round_trip(
+            atts in prop::collection::vec(att(), 1..3),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..6),
+        ) {
+            let mut msg = build(&atts, "\n");
+            for (at, byte, op) in edits {
+                let i = at.index(msg.len());
+                match op {
+                    0 => msg[i] = byte,
+                    1 => msg.insert(i, byte),
+                    _ => { msg.remove(i); }
+                }
+            }
+            check(&msg);
+            check_with(&msg, &Options { min_len: 1 });
+        }
+
+        #[test]
+        fn quoted_printable_round_trips(
+            text in prop::collection::vec(prop_oneof![
+                4 => b'a'..=b'z', 1 => Just(b' '), 1 => Just(b'\t'), 1 => Just(b'='), 1 => Just(b'\n'),
+                1 => Just(b'\r'), 1 => any::<u8>(),
+            ], 1..1500),
+            crlf in any::<bool>(),
+            width in prop_oneof![Just(76u32), 4..120u32],
+        ) {
+            let recipe = Recipe {
+                version: 1,
+                encoding: TransferEncoding::QuotedPrintable,
+                width,
+                crlf,
+                eol: false,
+                nopad: false,
+            };
+            let body = encode(&text, &recipe);
+            prop_assert_eq!(qp_decode(&body), Some(text.clone()));
+            let msg = message("q", "quoted-printable", &body, "\n");
+            let (parts, stats) = check_with(&msg, &Options { min_len: 1 });
+            prop_assert_eq!(parts.len(), 1, "{:?} {:?}", stats, String::from_utf8_lossy(&body));
+            prop_assert_eq!(&parts[0].0, &text);
+        }
+
+        #[test]
+        fn encode_never_panics(
+            decoded in prop::collection::vec(any::<u8>(), 0..300),
+            qp in any::<bool>(),
+            width in any::<u32>(),
+            flags in any::<(bool, bool, bool, u8)>(),
+        ) {
+            let r = Recipe {
+                version: flags.3,
+                encoding: if qp { TransferEncoding::QuotedPrintable } else { TransferEncoding::Base64 },
+                width: width % 300,
+                crlf: flags.0,
+                eol: flags.1,
+                nopad: flags.2,
+            };
+            let out = encode(&decoded, &r);
+            if !qp && (!r.nopad || !decoded.len().is_multiple_of(3)) {
+                // Whatever the layout, base64 decodes back.
+                let text: Vec<u8> = out.iter().copied().filter(|c| !matches!(c, b'\r' | b'\n')).collect();
+                prop_assert_eq!(LAX.decode(text).unwrap(), decoded);
+            }
+        }
+    }
+
+    #[test]
+    fn recipe_json_is_small_and_strict() {
+        let r =
+            Recipe { version: 1, encoding: TransferEncoding::Base64, width: 76, crlf: false, eol: true, nopad: false };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"v":1,"e":"b64","w":76,"eol":true}"#);
+        assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), r);
+        assert!(serde_json::from_str::<Recipe>(r#"{"v":1,"e":"b64","w":76,"wrap":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Recipe>(r#"{"v":1,"e":"uu","w":76}"#).is_err());
+        let newer: Recipe = serde_json::from_str(r#"{"v":2,"e":"qp","w":76}"#).unwrap();
+        assert_eq!(newer.validate(), Err(RecipeError::Version(2)));
+        let stats = SplitStats::default();
+        let json = serde_json::to_string(&stats).unwrap();
+        assert!(json.contains("\"not_base64_or_qp\":0"), "{json}");
+    }
+
+    // ---- Real corpora and speed -----------------------------------------------------------------------------
+
+    /// The shared corpora (`../shared/corpora` from the workspace, or `MOVER_CORPORA`), if present.
+    fn corpora() -> Option<std::path::PathBuf> {
+        let dir = std::env::var_os("MOVER_CORPORA")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora"));
+        dir.is_dir().then_some(dir)
+    }
+
+    /// Every message under `dir`: mbox files split into messages, any other file taken as one message.
+    fn messages(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                messages(&p, out);
+            } else if p.is_file() {
+                let data = std::fs::read(&p).unwrap();
+                if crate::source::mbox::sniff(&data[..data.len().min(crate::source::mbox::SNIFF_LEN)]) {
+                    let mut at = 0;
+                    for seg in crate::source::mbox::split_all(&data) {
+                        if let crate::source::mbox::Seg::Message { from_len, msg_len, .. } = seg {
+                            out.push(data[at + from_len..at + from_len + msg_len].to_vec());
+                        }
+                        at += seg.len();
+                    }
+                } else {
+                    out.push(data);
+                }
+            }
+        }
+    }
+
+    /// Exact reconstruction of every message of every shared corpus, and how much becomes encoded. Skipped (with a
+    /// message) when the corpora are absent. `cargo test --release -p mover-core --lib mime::tests::corpora --
+    /// --nocapture` prints the figures.
+    #[test]
+    fn corpora_round_trip() {
+        let Some(root) = corpora() else {
+            eprintln!("SKIPPED mime corpora_round_trip: no shared corpora (set MOVER_CORPORA)");
+            return;
+        };
+        let mut names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for dir in names.into_iter().filter(|p| p.is_dir()) {
+            let mut msgs = Vec::new();
+            messages(&dir, &mut msgs);
+            let (mut total, mut stats) = (0u64, SplitStats::default());
+            for m in &msgs {
+                let (pieces, s) = split_with_stats(m);
+                assert!(reassemble(&pieces) == *m, "{}: a message does not reassemble", dir.display());
+                total += m.len() as u64;
+                stats.merge(&s);
+            }
+            let raw: Vec<_> = stats.raw.iter().filter(|(_, n)| *n > 0).collect();
+            eprintln!(
+                "{}: {} messages, {} bytes; {} parts encoded, {} bytes ({:.1}% of all bytes) -> {} decoded; kept raw: {:?}",
+                dir.file_name().unwrap().to_string_lossy(),
+                msgs.len(),
+                total,
+                stats.encoded_parts,
+                stats.encoded_bytes,
+                100.0 * stats.encoded_bytes as f64 / total.max(1) as f64,
+                stats.decoded_bytes,
+                raw
+            );
+        }
+    }
+
+    /// `cargo test --release -p mover-core --lib mime::tests::bench -- --ignored --nocapture`
+    #[test]
+    #[ignore = "micro-benchmark: run in release mode"]
+    fn bench_split() {
+        use std::time::Instant;
+        let mut sets: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let atts: Vec<Att> = (0..4)
+            .map(|i| Att {
+                data: payload(400_000 + i * 1000, i as u8),
+                width: 76,
+                crlf: false,
+                final_eol: true,
+                pad: true,
+                blank_lines: 0,
+                nest: 0,
+            })
+            .collect();
+        sets.push(("synthetic 4 x 400 KB base64".into(), vec![build(&atts, "\n")]));
+        let text = b"Plain text, with a few =E9 accents and long lines that need soft breaks. ".repeat(20_000);
+        let recipe = Recipe {
+            version: 1,
+            encoding: TransferEncoding::QuotedPrintable,
+            width: 76,
+            crlf: false,
+            eol: false,
+            nopad: false,
+        };
+        sets.push((
+            "synthetic 1.5 MB quoted-printable".into(),
+            vec![message("q", "quoted-printable", &encode(&text, &recipe), "\n")],
+        ));
+        if let Some(root) = corpora() {
+            for name in ["usrp-users-maildir", "enron-mbox"] {
+                let mut msgs = Vec::new();
+                if root.join(name).is_dir() {
+                    messages(&root.join(name), &mut msgs);
+                    sets.push((name.into(), msgs));
+                }
+            }
+        }
+        for (name, msgs) in sets {
+            let bytes: usize = msgs.iter().map(Vec::len).sum();
+            let mut best = f64::MAX;
+            let mut encoded = 0;
+            for _ in 0..5 {
+                let t = Instant::now();
+                encoded = 0;
+                for m in &msgs {
+                    encoded += split_with_stats(m).1.encoded_bytes;
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "{name}: {:.1} MB in {:.1} ms: {:.0} MB/s ({:.0}% encoded)",
+                bytes as f64 / 1e6,
+                best * 1e3,
+                bytes as f64 / 1e6 / best,
+                100.0 * encoded as f64 / bytes as f64
+            );
+        }
     }
 }
