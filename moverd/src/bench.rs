@@ -274,3 +274,82 @@ pub fn gen_corpus(a: GenCorpusArgs) -> anyhow::Result<u8> {
     }
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn arguments() {
+        let cli = Cli::try_parse_from([
+            "moverd",
+            "bench",
+            "/srv/mail",
+            "--mailboxes",
+            "22000",
+            "--avg-size",
+            "1.5G",
+            "--hosts",
+            "40",
+            "--window",
+            "8h30m",
+        ])
+        .unwrap();
+        let Command::Bench(a) = cli.command else { panic!("not bench") };
+        assert_eq!((a.mailboxes, a.avg_size, a.hosts, a.window), (Some(22000), Some(3 << 29), 40, 30_600.0));
+        assert!(Cli::try_parse_from(["moverd", "bench", "/srv/mail", "--window", "soon"]).is_err());
+        let cli = Cli::try_parse_from(["moverd", "gen-corpus", "/tmp/c", "--format", "mbox", "--seed", "9"]).unwrap();
+        let Command::GenCorpus(g) = cli.command else { panic!("not gen-corpus") };
+        assert_eq!((g.format, g.seed, g.mailboxes), (CorpusFormat::Mbox, 9, 4));
+        assert!(Cli::try_parse_from(["moverd", "gen-corpus", "/tmp/c", "--format", "pst"]).is_err());
+        assert_eq!(humantime_secs(36_000.0), "10h");
+        assert_eq!(humantime_secs(30_600.0), "8h30m");
+        assert_eq!(humantime_secs(900.0), "15m");
+    }
+
+    #[test]
+    fn generate_then_bench() {
+        let dir = std::env::temp_dir().join(format!("moverd-bench-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cli = Cli::try_parse_from([
+            "moverd",
+            "gen-corpus",
+            dir.to_str().unwrap(),
+            "--mailboxes",
+            "1",
+            "--messages",
+            "30",
+            "--max-message",
+            "200K",
+            "--json",
+        ])
+        .unwrap();
+        let Command::GenCorpus(g) = cli.command else { panic!("not gen-corpus") };
+        assert_eq!(gen_corpus(g).unwrap(), EXIT_OK);
+        let mailbox = dir.join("maildir/user000");
+        assert!(mailbox.join("cur").is_dir());
+        let dest = dir.join("dest");
+        let cli = Cli::try_parse_from([
+            "moverd",
+            "bench",
+            mailbox.to_str().unwrap(),
+            dest.to_str().unwrap(),
+            "--json",
+            "--mailboxes",
+            "10",
+        ])
+        .unwrap();
+        let Command::Bench(a) = cli.command else { panic!("not bench") };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        assert_eq!(rt.block_on(bench(a)).unwrap(), EXIT_OK);
+        // DEST was given: the bench mailbox is there, and verifies.
+        let store = open_destination(dest.to_str().unwrap()).unwrap();
+        let report = rt.block_on(mover_core::restore::verify(store, "bench.user000", None)).unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.messages >= 30);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
