@@ -36,7 +36,33 @@ pub const MIN_COMPRESS_LEN: usize = 64;
 /// Keep the compressed form only when it saves at least 1/32 of the raw size.
 pub const MIN_SAVING: usize = 32;
 
+/// Blobs at least this large are probed before being compressed whole.
+pub const PROBE_MIN: usize = 64 * 1024;
+const PROBE_WINDOW: usize = 8 * 1024;
+
+/// Whether `raw` looks compressible: three windows (start, middle, end) compressed at level 1 must save at least
+/// 1/32. JPEG, PNG, ZIP, gzip and already-compressed PDF streams fail fast here instead of costing a full zstd pass.
+fn worth_compressing(raw: &[u8]) -> Result<bool> {
+    let mid = raw.len() / 2 - PROBE_WINDOW / 2;
+    let windows = [&raw[..PROBE_WINDOW], &raw[mid..mid + PROBE_WINDOW], &raw[raw.len() - PROBE_WINDOW..]];
+    let mut compressed = 0;
+    for w in windows {
+        compressed += PROBE
+            .with(|c| -> std::io::Result<usize> {
+                let mut c = c.borrow_mut();
+                if c.is_none() {
+                    *c = Some(zstd::bulk::Compressor::new(1)?);
+                }
+                Ok(c.as_mut().expect("set above").compress(w)?.len())
+            })
+            .map_err(|e| Error::new(crate::ErrorKind::Other, format!("zstd probe failed: {e}")))?;
+    }
+    let sampled = 3 * PROBE_WINDOW;
+    Ok(compressed + sampled / MIN_SAVING < sampled)
+}
+
 thread_local! {
+    static PROBE: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -44,6 +70,9 @@ thread_local! {
 /// Compress `raw` at `level`, or say it is better stored as is (`None`).
 pub fn compress(raw: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
     if raw.len() < MIN_COMPRESS_LEN {
+        return Ok(None);
+    }
+    if raw.len() >= PROBE_MIN && !worth_compressing(raw)? {
         return Ok(None);
     }
     let out = COMPRESSOR.with(|c| -> std::io::Result<Vec<u8>> {
@@ -100,6 +129,19 @@ mod tests {
             .collect();
         assert!(compress(&noise, 3).unwrap().is_none());
         assert!(compress(b"tiny", 3).unwrap().is_none());
+        // Large incompressible data is detected by the probe; large text still compresses.
+        let big_noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 11) as u8
+            })
+            .collect();
+        assert!(!worth_compressing(&big_noise).unwrap());
+        assert!(compress(&big_noise, 3).unwrap().is_none());
+        let big_text = b"Subject: quarterly report for the ward, see attached\n".repeat(4000);
+        assert!(compress(&big_text, 3).unwrap().is_some());
         assert!(decompress(Codec::Zstd, b"garbage!", 5).is_err());
     }
 }
