@@ -643,8 +643,8 @@ impl Walker<'_> {
                 }
                 recipe.width = w as u32;
                 self.check.clear();
-                encode_into(&decoded, &recipe, &mut self.check);
-                self.check[..] == *body
+                let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                qp_encode_checked(&decoded, w, eol, &mut self.check, Some(body)) && self.check[..] == *body
             })
         });
         if !exact {
@@ -857,49 +857,71 @@ fn hex(c: u8) -> Option<u8> {
 /// `width` is broken greedily into physical lines of at most `width - 1` characters plus the `=` of the soft break,
 /// never inside an `=XX`.
 fn qp_encode(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
+    qp_encode_checked(decoded, width, eol, out, None);
+}
+
+/// [`qp_encode`]; with `expect`, stops (returning false) at the first hard line whose encoding differs from
+/// `expect` (what was appended to `out` so far must be its prefix), so a mismatch costs little. Returns whether
+/// the output so far matches; the caller still compares the whole.
+fn qp_encode_checked(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>, expect: Option<&[u8]>) -> bool {
     let width = width.max(4);
-    let finder = memmem::Finder::new(eol);
+    let start = out.len();
     let mut rest = decoded;
+    let mut checked = start;
+    let finder = memmem::Finder::new(eol);
     loop {
-        match finder.find(rest) {
-            Some(i) => {
-                qp_line(&rest[..i], width, eol, out);
-                out.extend_from_slice(eol);
-                rest = &rest[i + eol.len()..];
+        let next = finder.find(rest);
+        let line = &rest[..next.unwrap_or(rest.len())];
+        qp_line(line, width, eol, out);
+        if let Some(i) = next {
+            out.extend_from_slice(eol);
+            rest = &rest[i + eol.len()..];
+        }
+        if let Some(want) = expect {
+            // Compare what this hard line appended.
+            if out.len() - start > want.len() || out[checked..] != want[checked - start..out.len() - start] {
+                return false;
             }
-            None => {
-                qp_line(rest, width, eol, out);
-                return;
-            }
+            checked = out.len();
+        }
+        if next.is_none() {
+            return true;
         }
     }
 }
 
+/// Bytes that are literal wherever they stand: printable ASCII except `=`.
+const QP_SAFE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'!';
+    while c <= b'~' {
+        t[c as usize] = c != b'=';
+        c += 1;
+    }
+    t
+};
+
 fn qp_literal(c: u8, last: bool) -> bool {
-    (b'!'..=b'~').contains(&c) && c != b'=' || (!last && (c == b' ' || c == b'\t'))
+    QP_SAFE[c as usize] || (!last && (c == b' ' || c == b'\t'))
 }
 
 /// One hard line (without its line ending).
 fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let n = line.len();
-    let tok = |i: usize| if qp_literal(line[i], i + 1 == n) { 1 } else { 3 };
-    let put = |out: &mut Vec<u8>, i: usize| {
-        let c = line[i];
-        if qp_literal(c, i + 1 == n) {
-            out.push(c);
-        } else {
-            out.extend_from_slice(&[b'=', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
-        }
-    };
-    let mut remaining: usize = (0..n).map(tok).sum();
-    if remaining == n && n <= width {
-        out.extend_from_slice(line); // all literal, fits: the common case
+    // The common case: short enough, nothing to encode.
+    if n <= width
+        && line.iter().all(|&c| QP_SAFE[c as usize] || c == b' ' || c == b'\t')
+        && line.last().is_none_or(|&c| QP_SAFE[c as usize])
+    {
+        out.extend_from_slice(line);
         return;
     }
+    let tok = |i: usize| if qp_literal(line[i], i + 1 == n) { 1 } else { 3 };
+    let mut remaining: usize = (0..n).map(tok).sum();
     let mut fits = remaining <= width;
     let mut cur = 0;
-    for i in 0..n {
+    for (i, &c) in line.iter().enumerate() {
         let k = tok(i);
         if !fits && cur > 0 && cur + k > width - 1 {
             out.push(b'=');
@@ -907,7 +929,11 @@ fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
             cur = 0;
             fits = remaining <= width;
         }
-        put(out, i);
+        if k == 1 {
+            out.push(c);
+        } else {
+            out.extend_from_slice(&[b'=', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        }
         cur += k;
         remaining -= k;
     }
