@@ -150,3 +150,34 @@ async fn migration_survives_faults_on_the_wire() {
     let again = migrate(&src, retrying(&server, "faults"), MigrateOptions::new("faulty")).await.unwrap();
     assert!(again.nothing_new && again.new_stored_bytes == 0, "{again:?}");
 }
+
+/// Throughput of migrate to s3s-fs against migrate to a local directory, same corpus, same run. A measurement, not a
+/// test: run it with `cargo test --release -p mover-tests s3_vs_local -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly in release mode"]
+async fn s3_vs_local_throughput() {
+    let server = S3Server::start().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = corpus_or_fixture(work.path()).await;
+    let mut local_secs = Vec::new();
+    let mut s3_secs = Vec::new();
+    let mut bytes = 0;
+    for round in 0..3 {
+        let local =
+            mover_core::store::open_destination(work.path().join(format!("local{round}")).to_str().unwrap()).unwrap();
+        let s = migrate(&src, local, MigrateOptions::new("m")).await.unwrap();
+        local_secs.push(s.seconds);
+        bytes = s.source_bytes;
+        let s = migrate(&src, retrying(&server, &format!("round{round}")), MigrateOptions::new("m")).await.unwrap();
+        s3_secs.push(s.seconds);
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let (l, s) = (best(&local_secs), best(&s3_secs));
+    eprintln!(
+        "s3_vs_local: {} bytes; local best {l:.3} s ({:.1} MB/s), s3s-fs best {s:.3} s ({:.1} MB/s); s3/local throughput = {:.2}",
+        bytes,
+        bytes as f64 / l / 1e6,
+        bytes as f64 / s / 1e6,
+        l / s
+    );
+}
