@@ -123,6 +123,11 @@ pub struct Recipe {
     /// Base64: the final quantum is written without `=` padding. (Quoted-printable: unused, false.)
     #[serde(default, skip_serializing_if = "is_false")]
     pub nopad: bool,
+    /// Quoted-printable: the encoder does not look ahead, so it breaks a hard line as soon as a physical line would
+    /// pass `width - 1` characters, even when the rest of the hard line would end within `width` (seen from
+    /// several mail clients). (Base64: unused, false.)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub eager: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -153,6 +158,8 @@ impl Recipe {
             if self.eol || self.nopad {
                 return Err(RecipeError::Invalid("base64 flags on a quoted-printable recipe"));
             }
+        } else if self.eager {
+            return Err(RecipeError::Invalid("quoted-printable flag on a base64 recipe"));
         }
         Ok(())
     }
@@ -286,6 +293,8 @@ impl RawCounts {
 pub struct SplitStats {
     /// Parts stored decoded.
     pub encoded_parts: u64,
+    /// Of which quoted-printable (the rest is base64).
+    pub encoded_qp_parts: u64,
     /// Original bytes covered by [`Piece::Encoded`] pieces.
     pub encoded_bytes: u64,
     /// Decoded bytes of those pieces.
@@ -298,6 +307,7 @@ impl SplitStats {
     /// Adds `other`'s counters to these.
     pub fn merge(&mut self, other: &SplitStats) {
         self.encoded_parts += other.encoded_parts;
+        self.encoded_qp_parts += other.encoded_qp_parts;
         self.encoded_bytes += other.encoded_bytes;
         self.decoded_bytes += other.decoded_bytes;
         for r in RawReason::ALL {
@@ -389,7 +399,7 @@ pub fn encode_into(decoded: &[u8], recipe: &Recipe, out: &mut Vec<u8>) {
     let eol: &[u8] = if recipe.crlf { b"\r\n" } else { b"\n" };
     match recipe.encoding {
         TransferEncoding::Base64 => b64_encode(decoded, recipe.width as usize, eol, recipe.eol, !recipe.nopad, out),
-        TransferEncoding::QuotedPrintable => qp_encode(decoded, recipe.width as usize, eol, out),
+        TransferEncoding::QuotedPrintable => qp_encode(decoded, recipe.width as usize, recipe.eager, eol, out),
     }
 }
 
@@ -522,6 +532,7 @@ impl Walker<'_> {
         match r {
             Ok(span) => {
                 self.stats.encoded_parts += 1;
+                self.stats.encoded_qp_parts += (span.recipe.encoding == TransferEncoding::QuotedPrintable) as u64;
                 self.stats.encoded_bytes += (span.end - span.start) as u64;
                 self.stats.decoded_bytes += span.decoded.len() as u64;
                 self.spans.push(span);
@@ -587,6 +598,7 @@ impl Walker<'_> {
             crlf,
             eol: final_eol,
             nopad: !self.strip.len().is_multiple_of(4),
+            eager: false,
         };
         let end = data_end + if final_eol { eol.len() } else { 0 };
         self.check.clear();
@@ -630,21 +642,27 @@ impl Walker<'_> {
             crlf,
             eol: false,
             nopad: false,
+            eager: false,
         };
         self.check.reserve(body.len());
         // A body without any line break does not say which line ending encodes: try CRLF too (a decoded LF is
         // then `=0A`).
         let crlfs: &[bool] = if memchr(b'\n', body).is_some() { &[crlf] } else { &[false, true] };
-        let exact = crlfs.iter().any(|&crlf| {
-            recipe.crlf = crlf;
-            widths.into_iter().enumerate().any(|(i, w)| {
-                if (i > 0 && w == widths[i - 1]) || w < 4 || w > u32::MAX as usize {
-                    return false;
-                }
-                recipe.width = w as u32;
-                self.check.clear();
+        // The look-ahead encoder first (Python's and most others), then the eager one (differs only with soft breaks).
+        let eagers: &[bool] = if soft > 0 { &[false, true] } else { &[false] };
+        let exact = eagers.iter().any(|&eager| {
+            recipe.eager = eager;
+            crlfs.iter().any(|&crlf| {
+                recipe.crlf = crlf;
                 let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-                qp_encode_checked(&decoded, w, eol, &mut self.check, Some(body)) && self.check[..] == *body
+                widths.into_iter().enumerate().any(|(i, w)| {
+                    if (i > 0 && w == widths[i - 1]) || w < 4 || w > u32::MAX as usize {
+                        return false;
+                    }
+                    recipe.width = w as u32;
+                    self.check.clear();
+                    qp_encode_checked(&decoded, w, eager, eol, &mut self.check, Some(body)) && self.check[..] == *body
+                })
             })
         });
         if !exact {
@@ -856,14 +874,21 @@ fn hex(c: u8) -> Option<u8> {
 /// at the end of a hard line; everything else is `=XX` in upper-case hex. A hard line whose encoding is longer than
 /// `width` is broken greedily into physical lines of at most `width - 1` characters plus the `=` of the soft break,
 /// never inside an `=XX`.
-fn qp_encode(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
-    qp_encode_checked(decoded, width, eol, out, None);
+fn qp_encode(decoded: &[u8], width: usize, eager: bool, eol: &[u8], out: &mut Vec<u8>) {
+    qp_encode_checked(decoded, width, eager, eol, out, None);
 }
 
 /// [`qp_encode`]; with `expect`, stops (returning false) at the first hard line whose encoding differs from
 /// `expect` (what was appended to `out` so far must be its prefix), so a mismatch costs little. Returns whether
 /// the output so far matches; the caller still compares the whole.
-fn qp_encode_checked(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>, expect: Option<&[u8]>) -> bool {
+fn qp_encode_checked(
+    decoded: &[u8],
+    width: usize,
+    eager: bool,
+    eol: &[u8],
+    out: &mut Vec<u8>,
+    expect: Option<&[u8]>,
+) -> bool {
     let width = width.max(4);
     let start = out.len();
     let mut rest = decoded;
@@ -872,7 +897,7 @@ fn qp_encode_checked(decoded: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>
     loop {
         let next = finder.find(rest);
         let line = &rest[..next.unwrap_or(rest.len())];
-        qp_line(line, width, eol, out);
+        qp_line(line, width, eager, eol, out);
         if let Some(i) = next {
             out.extend_from_slice(eol);
             rest = &rest[i + eol.len()..];
@@ -906,11 +931,12 @@ fn qp_literal(c: u8, last: bool) -> bool {
 }
 
 /// One hard line (without its line ending).
-fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
+/// With `eager`, every physical line stays within `width - 1` characters (no look-ahead at the end of the line).
+fn qp_line(line: &[u8], width: usize, eager: bool, eol: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let n = line.len();
     // The common case: short enough, nothing to encode.
-    if n <= width
+    if n + (eager as usize) <= width
         && line.iter().all(|&c| QP_SAFE[c as usize] || c == b' ' || c == b'\t')
         && line.last().is_none_or(|&c| QP_SAFE[c as usize])
     {
@@ -919,7 +945,7 @@ fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
     }
     let tok = |i: usize| if qp_literal(line[i], i + 1 == n) { 1 } else { 3 };
     let mut remaining: usize = (0..n).map(tok).sum();
-    let mut fits = remaining <= width;
+    let mut fits = !eager && remaining <= width;
     let mut cur = 0;
     for (i, &c) in line.iter().enumerate() {
         let k = tok(i);
@@ -927,7 +953,7 @@ fn qp_line(line: &[u8], width: usize, eol: &[u8], out: &mut Vec<u8>) {
             out.push(b'=');
             out.extend_from_slice(eol);
             cur = 0;
-            fits = remaining <= width;
+            fits = !eager && remaining <= width;
         }
         if k == 1 {
             out.push(c);
@@ -1242,6 +1268,7 @@ mod tests {
                 crlf,
                 eol: false,
                 nopad: false,
+                eager: false,
             };
             let ours = encode(text, &recipe) == py;
             assert!(ours || i >= 3, "case {i}: {:?}", String::from_utf8_lossy(&encode(text, &recipe)));
@@ -1259,6 +1286,27 @@ mod tests {
     }
 
     #[test]
+    fn quoted_printable_eager_encoder() {
+        // A 76-character hard line: the look-ahead encoder leaves it whole, the eager one breaks it before the last
+        // character (as seen on the usrp-users list).
+        let mut text = b"x".repeat(300);
+        text.extend_from_slice(b"\n");
+        text.extend(b"y".repeat(76));
+        text.extend_from_slice(b"\n");
+        let mut body = b"x".repeat(75);
+        for _ in 0..3 {
+            body.extend_from_slice(b"=\n");
+            body.extend(b"x".repeat(75));
+        }
+        body.extend_from_slice(b"\n");
+        body.extend(b"y".repeat(75));
+        body.extend_from_slice(b"=\ny\n");
+        let (parts, _) = check(&message("q", "quoted-printable", &body, "\n"));
+        assert_eq!(parts[0].0, text);
+        assert_eq!((parts[0].1.width, parts[0].1.eager), (76, true));
+    }
+
+    #[test]
     fn noncanonical_quoted_printable_stays_raw() {
         let text = b"caf\xe9 = cr\xe8me br\xfbl\xe9e, ".repeat(20);
         let recipe = Recipe {
@@ -1268,6 +1316,7 @@ mod tests {
             crlf: false,
             eol: false,
             nopad: false,
+            eager: false,
         };
         let good = encode(&text, &recipe);
         let reason = |body: &[u8]| {
@@ -1444,6 +1493,7 @@ mod tests {
             ], 1..1500),
             crlf in any::<bool>(),
             width in prop_oneof![Just(76u32), 4..120u32],
+            eager in any::<bool>(),
         ) {
             let recipe = Recipe {
                 version: 1,
@@ -1452,6 +1502,7 @@ mod tests {
                 crlf,
                 eol: false,
                 nopad: false,
+            eager,
             };
             let body = encode(&text, &recipe);
             prop_assert_eq!(qp_decode(&body), Some(text.clone()));
@@ -1466,7 +1517,7 @@ mod tests {
             decoded in prop::collection::vec(any::<u8>(), 0..300),
             qp in any::<bool>(),
             width in any::<u32>(),
-            flags in any::<(bool, bool, bool, u8)>(),
+            flags in any::<(bool, bool, bool, u8, bool)>(),
         ) {
             let r = Recipe {
                 version: flags.3,
@@ -1475,6 +1526,7 @@ mod tests {
                 crlf: flags.0,
                 eol: flags.1,
                 nopad: flags.2,
+                eager: flags.4,
             };
             let out = encode(&decoded, &r);
             if !qp && (!r.nopad || !decoded.len().is_multiple_of(3)) {
@@ -1487,8 +1539,15 @@ mod tests {
 
     #[test]
     fn recipe_json_is_small_and_strict() {
-        let r =
-            Recipe { version: 1, encoding: TransferEncoding::Base64, width: 76, crlf: false, eol: true, nopad: false };
+        let r = Recipe {
+            version: 1,
+            encoding: TransferEncoding::Base64,
+            width: 76,
+            crlf: false,
+            eol: true,
+            nopad: false,
+            eager: false,
+        };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(json, r#"{"v":1,"e":"b64","w":76,"eol":true}"#);
         assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), r);
@@ -1558,11 +1617,12 @@ mod tests {
             }
             let raw: Vec<_> = stats.raw.iter().filter(|(_, n)| *n > 0).collect();
             eprintln!(
-                "{}: {} messages, {} bytes; {} parts encoded, {} bytes ({:.1}% of all bytes) -> {} decoded; kept raw: {:?}",
+                "{}: {} messages, {} bytes; {} parts encoded ({} quoted-printable), {} bytes ({:.1}% of all bytes) -> {} decoded; kept raw: {:?}",
                 dir.file_name().unwrap().to_string_lossy(),
                 msgs.len(),
                 total,
                 stats.encoded_parts,
+                stats.encoded_qp_parts,
                 stats.encoded_bytes,
                 100.0 * stats.encoded_bytes as f64 / total.max(1) as f64,
                 stats.decoded_bytes,
@@ -1597,6 +1657,7 @@ mod tests {
             crlf: false,
             eol: false,
             nopad: false,
+            eager: false,
         };
         sets.push((
             "synthetic 1.5 MB quoted-printable".into(),
