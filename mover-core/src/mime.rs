@@ -4,8 +4,8 @@
 //! length, other boundaries and headers), so its encoded bytes rarely repeat while its decoded bytes do. [`split`]
 //! cuts a message into [`Piece`]s whose concatenation is exactly the message: everything stays [`Piece::Raw`]
 //! except the bodies of MIME leaf parts whose base64 or quoted-printable text is exactly what [`encode`] produces
-//! from the decoded bytes and a small [`Recipe`] (line width, line ending, final line ending, padding). Those become
-//! [`Piece::Encoded`] and can be stored as a blob of decoded bytes plus the recipe.
+//! from the decoded bytes and a small [`Recipe`] (line width, line ending, final line ending, padding, ...). Those
+//! become [`Piece::Encoded`] and can be stored as a blob of decoded bytes plus the recipe.
 //!
 //! ```text
 //!  header block ─ Raw            Content-Type: multipart/mixed; boundary=b
@@ -33,8 +33,15 @@
 //! - `message/rfc822` and `message/global` parts are walked as embedded messages; parts of `multipart/digest`
 //!   without a `Content-Type` are `message/rfc822` (RFC 2046 §5.1.5). Nesting deeper than [`MAX_DEPTH`] stays raw.
 //!
-//! Both the decode and the re-encode are in the crate's own code around the `base64` crate; only the standard
-//! alphabet is used.
+//! What re-encodes exactly (anything else is kept raw, counted by [`RawReason`]):
+//! - **base64** (standard alphabet): lines of one width (every line but the last exactly `width` characters; or one
+//!   unbroken line), one line ending throughout (LF or CRLF), with or without a line ending after the last line,
+//!   padded (or unpadded throughout), zero trailing bits. Blank lines before the data and white space after it stay
+//!   raw pieces around the encoded one.
+//! - **quoted-printable** as canonical encoders write it: `=XX` in upper case only where needed (bytes outside
+//!   printable ASCII, `=`, space or tab at the end of a hard line), soft breaks so that no line passes `width`
+//!   (counting the `=`), never inside an `=XX`, either with look-ahead (Python's `email`, most clients) or without
+//!   ([`Recipe::eager`]). The decoded text keeps the hard line endings as they are in the message.
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -1178,9 +1185,14 @@ mod tests {
         let d2 = payload(800, 2);
         let d3 = payload(900, 3);
         let inner_msg = message("inner-msg", "base64", &wrap(&d3, 76, false, true, true), "\n");
-        let mut m = b"Content-Type: Multipart/Mixed; boundary=outer\n\n--outer\nContent-Type: multipart/alternative;\n boundary=\"alt\"\n\n--alt\nContent-Transfer-Encoding: base64\n\n".to_vec();
+        let mut m = b"Content-Type: Multipart/Mixed; boundary=outer\n\n--outer\n\
+            Content-Type: multipart/alternative;\n boundary=\"alt\"\n\n--alt\nContent-Transfer-Encoding: base64\n\n"
+            .to_vec();
         m.extend(wrap(&d1, 76, false, true, true));
-        m.extend_from_slice(b"\n--alt--\n\n--outer\nContent-Type: multipart/digest; boundary=dig\n\n--dig\n\nContent-Transfer-Encoding: base64\n\n");
+        m.extend_from_slice(
+            b"\n--alt--\n\n--outer\nContent-Type: multipart/digest; boundary=dig\n\n\
+              --dig\n\nContent-Transfer-Encoding: base64\n\n",
+        );
         m.extend(wrap(&d2, 60, false, true, true));
         m.extend_from_slice(b"\n--dig--\n--outer\nContent-Type: message/rfc822\n\n");
         m.extend(&inner_msg);
@@ -1617,7 +1629,8 @@ mod tests {
             }
             let raw: Vec<_> = stats.raw.iter().filter(|(_, n)| *n > 0).collect();
             eprintln!(
-                "{}: {} messages, {} bytes; {} parts encoded ({} quoted-printable), {} bytes ({:.1}% of all bytes) -> {} decoded; kept raw: {:?}",
+                "{}: {} messages, {} bytes; {} parts encoded ({} quoted-printable), {} bytes ({:.1}% of all \
+                 bytes) -> {} decoded; kept raw: {:?}",
                 dir.file_name().unwrap().to_string_lossy(),
                 msgs.len(),
                 total,
