@@ -553,9 +553,19 @@ impl Walker<'_> {
     fn base64(&mut self, bs: usize, e: usize) -> Result<Span, RawReason> {
         let body = &self.msg[bs..e];
         let lead = body.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
-        let data_end = body.iter().rposition(|&c| !matches!(c, b'\r' | b'\n' | b' ' | b'\t')).map_or(0, |i| i + 1);
+        // The data ends at the first blank line: what follows (a signature, a list footer) stays raw.
+        let blank = header_len(&body[lead..]);
+        let data_end =
+            body[..lead + blank].iter().rposition(|&c| !matches!(c, b'\r' | b'\n' | b' ' | b'\t')).map_or(0, |i| i + 1);
         if data_end <= lead {
             return Err(RawReason::B64Invalid);
+        }
+        // ... unless more base64 follows: then it is one body with a blank line inside.
+        let rest = &body[lead + blank..];
+        let next = rest.iter().position(|c| !c.is_ascii_whitespace()).map_or(&rest[..0], |i| &rest[i..]);
+        let next = trim(&next[..memchr(b'\n', next).unwrap_or(next.len())]);
+        if !next.is_empty() && next.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) {
+            return Err(RawReason::B64LineLayout);
         }
         let data = &body[lead..data_end];
         let after = &body[data_end..];
@@ -1097,6 +1107,21 @@ mod tests {
         let Piece::Encoded { decoded, original_len, .. } = &pieces[1] else { panic!("{pieces:?}") };
         assert_eq!(decoded, &data);
         assert_eq!(*original_len, wrap(&data, 76, false, true, true).len());
+    }
+
+    #[test]
+    fn text_after_the_data_stays_raw() {
+        let data = payload(700, 8);
+        for nl in ["\n", "\r\n"] {
+            let mut body = wrap(&data, 76, nl == "\r\n", true, true);
+            let enc_len = body.len();
+            body.extend(format!("{nl}Cheerio!{nl}{nl}-- {nl}list footer{nl}").as_bytes());
+            let msg = message("b", "base64", &body, nl);
+            let (pieces, _) = split_with_stats(&msg);
+            assert_eq!(reassemble(&pieces), msg);
+            let Piece::Encoded { decoded, original_len, .. } = &pieces[1] else { panic!("{pieces:?}") };
+            assert_eq!((decoded, *original_len), (&data, enc_len));
+        }
     }
 
     #[test]
