@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compress;
 pub mod corpus;
+pub mod dictionary;
 pub mod error;
 pub mod id;
 pub mod index;

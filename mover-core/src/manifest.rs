@@ -119,14 +119,18 @@ pub struct MaildirInfo {
 }
 
 /// The role of a part of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PartKind {
     /// The header block, up to and including the blank line that ends it.
     #[serde(rename = "h")]
     Header,
-    /// The body after the header block.
+    /// Body bytes kept as they are (text, MIME part headers and delimiters, parts not stored decoded).
     #[serde(rename = "b")]
     Body,
+    /// A base64 or quoted-printable part body stored decoded: its blobs hold the decoded content and its recipe
+    /// re-encodes them to the original bytes ([`crate::mime::encode`]).
+    #[serde(rename = "a")]
+    Attachment,
 }
 
 /// A reference to one blob: its content id and where it is stored (the fields of [`BlobLoc`], inline).
@@ -164,13 +168,22 @@ impl BlobRef {
     }
 }
 
-/// One part of a message: its bytes are the concatenation of its blobs.
+/// One part of a message: its bytes are its inline `data`, or the concatenation of its blobs (re-encoded with the
+/// recipe for an attachment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     /// What the part is.
     pub k: PartKind,
     /// The blobs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<BlobRef>,
+    /// Small raw pieces (MIME delimiters and part headers between attachments) are kept inline: as blobs they would
+    /// cost more in index and manifest than they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<ByteStr>,
+    /// For [`PartKind::Attachment`]: how to re-encode the decoded blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<crate::mime::Recipe>,
 }
 
 /// One line of a manifest body.
@@ -465,7 +478,7 @@ mod tests {
             Record::Msg {
                 offset: 0,
                 from: ByteStr(b"From x\r\n".to_vec()),
-                parts: vec![Part { k: PartKind::Header, blobs: vec![r] }],
+                parts: vec![Part { k: PartKind::Header, blobs: vec![r], data: None, recipe: None }],
                 trail: ByteStr::default(),
                 blake3: ContentId::of(b"y"),
                 len: 20,

@@ -38,6 +38,41 @@ pub struct PassStats {
     pub quarantined: u64,
     /// Stored bytes attributed to this mailbox over all its passes (first writer of a blob pays for it).
     pub stored_bytes_total: u64,
+    /// MIME parts stored decoded (`encoded_parts`, `encoded_bytes`, `decoded_bytes`) and parts kept raw, counted by
+    /// reason (`raw`).
+    pub mime: crate::mime::SplitStats,
+    /// Attachment parts whose decoded content the destination already had (every blob of the part deduplicated).
+    pub attachments_deduplicated: u64,
+    /// Bytes by kind of content: read, unique (new), stored (new, compressed), deduplicated.
+    pub breakdown: Breakdown,
+}
+
+/// [`PassStats`] broken down by kind of content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Breakdown {
+    /// Header blocks.
+    pub headers: KindStats,
+    /// Raw body bytes (text bodies, MIME structure, parts kept raw).
+    pub bodies: KindStats,
+    /// Decoded attachments.
+    pub attachments: KindStats,
+    /// Everything else (non-message files, mbox preambles).
+    pub other: KindStats,
+}
+
+/// Byte counts of one kind of content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KindStats {
+    /// Bytes read from the source (for attachments: decoded bytes).
+    pub source_bytes: u64,
+    /// Raw bytes of blobs new to the destination (unique bytes after dedupe).
+    pub unique_bytes: u64,
+    /// Stored (compressed) bytes of those blobs.
+    pub stored_bytes: u64,
+    /// Raw bytes satisfied by blobs already in the destination.
+    pub deduplicated_bytes: u64,
 }
 
 /// One item that could not be migrated as a normal message, and why.

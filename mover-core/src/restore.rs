@@ -104,8 +104,16 @@ impl BlobReader {
                 stored.len()
             )));
         }
-        let raw = compress::decompress(loc.codec, &stored, loc.raw_len)
-            .map_err(|e| e.context(format!("blob {} in {key} at offset {start}", r.id)))?;
+        let raw = if loc.codec == compress::Codec::ZstdDict {
+            let id = compress::frame_dict_id(&stored).ok_or_else(|| {
+                Error::corrupt(format!("blob {} in {key} at offset {start}: frame names no dictionary", r.id))
+            })?;
+            let dict = self.handle.block_on(crate::dictionary::load(&self.store, id))?;
+            compress::decompress_with_dict(&stored, loc.raw_len, dict)
+        } else {
+            compress::decompress(loc.codec, &stored, loc.raw_len)
+        };
+        let raw = raw.map_err(|e| e.context(format!("blob {} in {key} at offset {start}", r.id)))?;
         if ContentId::of(&raw) != r.id {
             return Err(Error::corrupt(format!(
                 "blob {} in {key} at offset {start}: content does not match its id",
@@ -225,6 +233,39 @@ impl<'a, S: Sink> Replayer<'a, S> {
         Ok(true)
     }
 
+    /// Emit one part of a message; `false` when it could not be rebuilt (the failure is recorded).
+    fn part(&mut self, p: &crate::manifest::Part, h: &mut blake3::Hasher) -> Result<bool> {
+        if let Some(data) = &p.data {
+            h.update(&data.0);
+            self.emit(&data.0)?;
+            return Ok(true);
+        }
+        let Some(recipe) = &p.recipe else { return self.blobs(&p.blobs, Some(h)) };
+        // An attachment: its blobs are the decoded content; re-encode it with its recipe.
+        let path = || self.current.as_ref().map(|c| String::from_utf8_lossy(&c.rel).into_owned()).unwrap_or_default();
+        if let Err(e) = recipe.validate() {
+            let what = format!("{}: attachment recipe not understood by this build: {e}", path());
+            self.fail(what);
+            return Ok(false);
+        }
+        let mut decoded = Vec::new();
+        for r in &p.blobs {
+            match self.reader.read(r) {
+                Ok(raw) => decoded.extend_from_slice(&raw),
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                    let what = format!("{}: {e}", path());
+                    self.fail(what);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let encoded = crate::mime::encode(&decoded, recipe);
+        h.update(&encoded);
+        self.emit(&encoded)?;
+        Ok(true)
+    }
+
     /// Replay every record of `manifest`.
     pub fn run(mut self, manifest: &Manifest) -> Result<(ReplayReport, S)> {
         self.report.mailbox = manifest.header.mailbox.clone();
@@ -280,7 +321,7 @@ impl<'a, S: Sink> Replayer<'a, S> {
                 let mut h = blake3::Hasher::new();
                 let mut ok = true;
                 for p in &parts {
-                    if !self.blobs(&p.blobs, Some(&mut h))? {
+                    if !self.part(p, &mut h)? {
                         ok = false;
                         break;
                     }

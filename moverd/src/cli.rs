@@ -116,6 +116,14 @@ pub struct MigrateArgs {
     /// during the migration.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Store base64/quoted-printable attachments as they are instead of decoded (decoded attachments dedupe
+    /// across messages however they were wrapped; they are re-encoded byte for byte on restore).
+    #[arg(long)]
+    pub no_mime: bool,
+    /// Do not compress header blocks with the destination's zstd dictionary (trained on the first migration into
+    /// it and stored there).
+    #[arg(long)]
+    pub no_dictionary: bool,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
@@ -243,6 +251,8 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     opts.pack_target = a.pack_size as usize;
     opts.threads = a.threads;
     opts.read.mmap = !a.no_mmap;
+    opts.mime = !a.no_mime;
+    opts.header_dictionary = !a.no_dictionary;
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();
@@ -323,6 +333,30 @@ fn print_migrate_summary(s: &MigrationSummary) {
         st.new_blobs,
         display::bytes(st.deduplicated_bytes)
     );
+    let b = &st.breakdown;
+    let line = |name: &str, k: &mover_core::report::KindStats| {
+        println!(
+            "    {name:<12} {:>10} read, {:>10} new, {:>10} stored, {:>10} already there",
+            display::bytes(k.source_bytes),
+            display::bytes(k.unique_bytes),
+            display::bytes(k.stored_bytes),
+            display::bytes(k.deduplicated_bytes)
+        );
+    };
+    line("headers", &b.headers);
+    line("bodies", &b.bodies);
+    line("attachments", &b.attachments);
+    line("other files", &b.other);
+    if st.mime.encoded_parts > 0 || st.mime.raw.total() > 0 {
+        let reasons: Vec<String> =
+            st.mime.raw.iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{why} {n}")).collect();
+        println!(
+            "  attachments: {} stored decoded ({} already there); parts kept raw: {}",
+            st.mime.encoded_parts,
+            st.attachments_deduplicated,
+            if reasons.is_empty() { "none".to_string() } else { reasons.join(", ") }
+        );
+    }
     let r = &s.requests;
     println!(
         "  requests: {} PUT ({} already there), {} GET, {} HEAD, {} LIST; {} packs",

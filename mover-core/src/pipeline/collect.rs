@@ -23,8 +23,16 @@ pub(super) struct Packer {
 }
 
 impl Packer {
-    pub(super) fn add(&mut self, blob: BlobOut, stats: &mut PassStats) -> Result<BlobRef> {
+    /// Pack `blob` (or find it in the index); `kind` is what it is part of (`None`: not a message).
+    pub(super) fn add(&mut self, blob: BlobOut, kind: Option<PartKind>, stats: &mut PassStats) -> Result<BlobRef> {
+        let k = match kind {
+            Some(PartKind::Header) => &mut stats.breakdown.headers,
+            Some(PartKind::Body) => &mut stats.breakdown.bodies,
+            Some(PartKind::Attachment) => &mut stats.breakdown.attachments,
+            None => &mut stats.breakdown.other,
+        };
         if let Some(loc) = self.index.get(&blob.id) {
+            k.deduplicated_bytes += blob.raw_len;
             stats.deduplicated_blobs += 1;
             stats.deduplicated_bytes += blob.raw_len;
             return Ok(BlobRef::new(blob.id, loc));
@@ -32,6 +40,8 @@ impl Packer {
         let Some((codec, stored)) = blob.stored else {
             return Err(Error::new(ErrorKind::Other, format!("blob {} vanished from the index", blob.id)));
         };
+        k.unique_bytes += blob.raw_len;
+        k.stored_bytes += stored.len() as u64;
         stats.new_blobs += 1;
         stats.new_raw_bytes += blob.raw_len;
         let loc: BlobLoc = if stored.len() >= self.standalone_min {
@@ -69,6 +79,10 @@ pub(super) struct FileSpool {
     pub(super) header_bytes: u64,
     pub(super) body_bytes: u64,
     pub(super) other_bytes: u64,
+    /// Decoded bytes of attachments.
+    pub(super) attachment_bytes: u64,
+    pub(super) attachments_deduplicated: u64,
+    pub(super) mime: crate::mime::SplitStats,
     pub(super) kind: FileKind,
     pub(super) notes: Vec<(u64, String)>,
 }
@@ -138,6 +152,9 @@ impl Collector<'_> {
                     header_bytes: 0,
                     body_bytes: 0,
                     other_bytes: 0,
+                    attachment_bytes: 0,
+                    attachments_deduplicated: 0,
+                    mime: Default::default(),
                     kind,
                     notes: Vec::new(),
                 });
@@ -166,22 +183,36 @@ impl Collector<'_> {
             return Err(Error::new(ErrorKind::Other, "piece outside a file"));
         }
         let record = match p {
-            PieceOut::Msg { offset, from, trail, parts, hash, len, flags } => {
+            PieceOut::Msg { offset, from, trail, parts, hash, len, flags, mime } => {
                 let mut out_parts = Vec::with_capacity(parts.len());
-                for (k, blobs) in parts {
-                    let mut refs = Vec::with_capacity(blobs.len());
-                    let mut bytes = 0;
-                    for b in blobs {
-                        bytes += b.raw_len;
-                        refs.push(self.packer.add(b, &mut self.stats)?);
+                for part in parts {
+                    let mut refs = Vec::with_capacity(part.blobs.len());
+                    let mut raw = 0;
+                    let mut all_known = true;
+                    for b in part.blobs {
+                        raw += b.raw_len;
+                        all_known &= self.packer.index.contains(&b.id);
+                        refs.push(self.packer.add(b, Some(part.kind), &mut self.stats)?);
                     }
                     let spool = self.spool.as_mut().expect("checked above");
-                    match k {
-                        PartKind::Header => spool.header_bytes += bytes,
-                        PartKind::Body => spool.body_bytes += bytes,
+                    match part.kind {
+                        PartKind::Header => spool.header_bytes += part.original_len,
+                        PartKind::Body => spool.body_bytes += part.original_len,
+                        PartKind::Attachment => {
+                            spool.attachment_bytes += raw;
+                            if all_known && !refs.is_empty() {
+                                spool.attachments_deduplicated += 1;
+                            }
+                        }
                     }
-                    out_parts.push(Part { k, blobs: refs });
+                    out_parts.push(Part {
+                        k: part.kind,
+                        blobs: refs,
+                        data: part.inline.map(|b| ByteStr(b.to_vec())),
+                        recipe: part.recipe,
+                    });
                 }
+                self.spool.as_mut().expect("checked above").mime.merge(&mime);
                 self.spool.as_mut().expect("checked above").messages += 1;
                 Record::Msg {
                     offset,
@@ -196,7 +227,7 @@ impl Collector<'_> {
             PieceOut::Data { offset, len, blobs } => {
                 let mut refs = Vec::with_capacity(blobs.len());
                 for b in blobs {
-                    refs.push(self.packer.add(b, &mut self.stats)?);
+                    refs.push(self.packer.add(b, None, &mut self.stats)?);
                 }
                 self.spool.as_mut().expect("checked above").other_bytes += len;
                 Record::Data { offset, len, blobs: refs }
@@ -281,6 +312,13 @@ impl Collector<'_> {
         self.stats.header_bytes += spool.header_bytes;
         self.stats.body_bytes += spool.body_bytes;
         self.stats.other_bytes += spool.other_bytes;
+        self.stats.attachments_deduplicated += spool.attachments_deduplicated;
+        self.stats.mime.merge(&spool.mime);
+        let b = &mut self.stats.breakdown;
+        b.headers.source_bytes += spool.header_bytes;
+        b.bodies.source_bytes += spool.body_bytes;
+        b.attachments.source_bytes += spool.attachment_bytes;
+        b.other.source_bytes += spool.other_bytes;
         if let Some(p) = &self.opts.progress {
             p.files.fetch_add(1, Ordering::Relaxed);
             p.messages.fetch_add(spool.messages, Ordering::Relaxed);

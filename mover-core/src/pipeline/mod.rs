@@ -88,6 +88,11 @@ pub struct MigrateOptions {
     pub progress: Option<Arc<Progress>>,
     /// Test hook, see [`ReadHook`].
     pub after_read: Option<ReadHook>,
+    /// Store base64 and quoted-printable part bodies decoded when they re-encode exactly (attachments dedupe across
+    /// messages however they were wrapped).
+    pub mime: bool,
+    /// Compress header blocks with the destination's header dictionary (trained on the first migration into it).
+    pub header_dictionary: bool,
 }
 
 impl std::fmt::Debug for MigrateOptions {
@@ -120,6 +125,8 @@ impl MigrateOptions {
             threads: None,
             progress: None,
             after_read: None,
+            mime: true,
+            header_dictionary: true,
         }
     }
 
@@ -157,6 +164,16 @@ struct BlobOut {
     stored: Option<(Codec, Bytes)>,
 }
 
+/// A processed part of a message: blobs, or inline bytes, and the recipe of an attachment.
+struct PartOut {
+    kind: PartKind,
+    blobs: Vec<BlobOut>,
+    inline: Option<Bytes>,
+    recipe: Option<crate::mime::Recipe>,
+    /// Bytes this part stands for in the message.
+    original_len: u64,
+}
+
 enum PieceIn {
     Msg { offset: u64, from: Bytes, msg: Bytes, trail: Bytes, mapped: bool, mbox: bool },
     Data { offset: u64, data: Bytes, mapped: bool },
@@ -167,10 +184,11 @@ enum PieceOut {
         offset: u64,
         from: Bytes,
         trail: Bytes,
-        parts: Vec<(PartKind, Vec<BlobOut>)>,
+        parts: Vec<PartOut>,
         hash: ContentId,
         len: u64,
         flags: Option<String>,
+        mime: Box<crate::mime::SplitStats>,
     },
     Data {
         offset: u64,
@@ -311,13 +329,18 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     let (index, packs) = BlobIndex::load(&store).await?;
     tracing::info!(blobs = index.len(), packs, dest = %store.describe(), "dedupe index loaded");
     let index = Arc::new(index);
+    let header_dict = if opts.header_dictionary {
+        crate::dictionary::for_migration(&store, source, opts.zstd_level).await?
+    } else {
+        None
+    };
     let handle = Handle::current();
     let source_display = source.display().to_string();
     let store2 = store.clone();
     let opts2 = opts.clone();
     let prev2 = prev.clone();
     let (stats, quarantine, manifest) =
-        tokio::task::spawn_blocking(move || run_pass(Box::new(src), prev2, index, store2, &opts2, handle))
+        tokio::task::spawn_blocking(move || run_pass(Box::new(src), prev2, index, header_dict, store2, &opts2, handle))
             .await
             .map_err(|e| Error::new(ErrorKind::Other, format!("migration task failed: {e}")))??;
 
@@ -441,6 +464,7 @@ fn run_pass(
     source: Box<dyn Source>,
     prev: Option<Manifest>,
     index: Arc<BlobIndex>,
+    header_dict: Option<&'static crate::compress::Dictionary>,
     store: DynStore,
     opts: &MigrateOptions,
     handle: Handle,
@@ -497,7 +521,13 @@ fn run_pass(
             stats: PassStats::default(),
             quarantine: Vec::new(),
             spool: None,
-            processor: Processor { index: &index, level: opts.zstd_level, max_blob: opts.max_blob },
+            processor: Processor {
+                index: &index,
+                level: opts.zstd_level,
+                max_blob: opts.max_blob,
+                mime: opts.mime,
+                header_dict,
+            },
             opts,
             source: reread.as_ref(),
             source_is_single: !is_dir,
