@@ -1,5 +1,53 @@
-//! mover-core (work in progress: see the crate docs once the pipeline lands).
-#![allow(missing_docs)]
+//! mover-core: move legacy mail stores into object storage, deduplicated and compressed, and restore them byte
+//! for byte.
+//!
+//! The pipeline is the module list:
+//!
+//! ```text
+//!  source ──► split ──► mime ──► index (dedupe) ──► compress ──► pack ──► store
+//!  (Maildir,  (header   (attach-  (BLAKE3 content   (zstd,       (packs    (local dir │ S3 │ memory;
+//!   mbox)      block,    ments     ids, one blob    dictionary   + index)   retry, counting wrappers)
+//!              body)     decoded)  per destination)  for headers)
+//!                                                      manifest: what a mailbox is, committed after its packs
+//!                                                      restore: replay a manifest, checking every hash
+//! ```
+//!
+//! [`pipeline::migrate`] runs one pass of one mailbox; [`restore::restore`] and [`restore::verify`] read it back;
+//! [`restore::list_mailboxes`] lists a destination. The destination format is described in `docs/FORMAT.md`.
+//!
+//! # Example
+//!
+//! Migrate a small Maildir into the in-memory store and restore it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mover_core::pipeline::{MigrateOptions, migrate};
+//! use mover_core::store::{DynStore, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> mover_core::Result<()> {
+//! let tmp = tempfile::tempdir().unwrap();
+//! let maildir = tmp.path().join("alice");
+//! for sub in ["cur", "new", "tmp"] {
+//!     std::fs::create_dir_all(maildir.join(sub)).unwrap();
+//! }
+//! std::fs::write(maildir.join("cur/1700000000.1.host:2,S"), "Subject: hello\n\nHi Alice.\n").unwrap();
+//!
+//! let store: DynStore = Arc::new(MemoryStore::new());
+//! let summary = migrate(&maildir, store.clone(), MigrateOptions::new("alice")).await?;
+//! assert_eq!(summary.messages, 1);
+//!
+//! let restored = tmp.path().join("restored");
+//! let report = mover_core::restore::restore(store, "alice", &restored, &Default::default()).await?;
+//! assert!(report.errors.is_empty());
+//! assert_eq!(
+//!     std::fs::read(restored.join("cur/1700000000.1.host:2,S")).unwrap(),
+//!     std::fs::read(maildir.join("cur/1700000000.1.host:2,S")).unwrap(),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
 pub mod bench;
 pub mod compress;
 pub mod corpus;
