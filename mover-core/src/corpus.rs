@@ -29,6 +29,7 @@
 //! spec.messages_per_mailbox = 20;
 //! spec.format = CorpusFormat::Mbox;
 //! spec.max_message = 256 << 10;
+//! spec.refile_fraction = 0.0; // no copies re-filed into a second folder: exactly 20 messages per mailbox
 //! let stats = generate(&spec, dir.path()).unwrap();
 //! assert_eq!(stats.messages, 40);
 //! assert_eq!(stats.mailboxes.len(), 2);
