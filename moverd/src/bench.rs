@@ -203,6 +203,12 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
     if r.quarantined > 0 {
         println!("  quarantined   {} item(s): run `moverd migrate` on SOURCE to see which and why", r.quarantined);
     }
+    if r.new_raw_bytes == 0 && r.source_bytes > 0 {
+        println!(
+            "  note          DEST already held this mailbox or all of its content: the first run was a delta pass, \
+             not a full migration; bench into an empty DEST (or none) for migration figures"
+        );
+    }
     let w = &wave_plan;
     println!(
         "wave plan: {} window(s), {} host(s), average mailbox {}{}",
