@@ -239,8 +239,13 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
                 offset: 0,
                 from: ByteStr(Vec::new()),
                 parts: vec![
-                    Part { k: PartKind::Header, blobs: vec![fake(2 * i, h as u64)] },
-                    Part { k: PartKind::Body, blobs: vec![fake(2 * i + 1, (p.len() - h) as u64)] },
+                    Part { k: PartKind::Header, blobs: vec![fake(2 * i, h as u64)], data: None, recipe: None },
+                    Part {
+                        k: PartKind::Body,
+                        blobs: vec![fake(2 * i + 1, (p.len() - h) as u64)],
+                        data: None,
+                        recipe: None,
+                    },
                 ],
                 trail: ByteStr(Vec::new()),
                 blake3: ContentId::of(p),
