@@ -1,10 +1,12 @@
-//! The destination's zstd dictionary for header blocks: trained once, on a sample of the first mailbox migrated into
-//! the destination, stored as `dicts/<id>.zdict`, and used by every later migration into it.
+//! The destination's zstd dictionaries, one for header blocks and one for small bodies: trained once, on a sample of
+//! the first mailbox migrated into the destination, stored as `dicts/<purpose>-<id>.zdict`, and used by every later
+//! migration into it.
 //!
-//! Header blocks are most of the blobs and a large share of the bytes of small-message corpora, and they compress
-//! badly one by one (a 2 KiB block has too little history for zstd to find its repetitions). A dictionary gives every
-//! block the history of thousands of others, while each blob stays a single zstd frame that decodes on its own: random
-//! access to one message stays one range read (plus the dictionary, read once per process).
+//! Header blocks and small bodies are most of the blobs and most of the bytes of small-message corpora, and they
+//! compress badly one by one (a 2 KiB block has too little history for zstd to find its repetitions). A dictionary
+//! gives every block the history of thousands of others, while each blob stays a single zstd frame that decodes on its
+//! own: random access to one message stays one range read (plus the dictionary, read once per process). Measured on
+//! the Enron sample: unique bodies compress to 0.51 of their size one by one, 0.40 with a body dictionary.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,9 +28,52 @@ pub const MAX_SAMPLES: usize = 4000;
 /// Most bytes read from the source for sampling.
 pub const SAMPLE_READ_BUDGET: usize = 16 << 20;
 
+/// Bodies up to this size are compressed with the body dictionary (and sampled to train it); larger ones have
+/// history enough of their own.
+pub const SMALL_BODY_MAX: usize = 64 * 1024;
+
+/// What a dictionary is trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Header blocks.
+    Headers,
+    /// Bodies up to [`SMALL_BODY_MAX`].
+    Bodies,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Headers => "headers",
+            Purpose::Bodies => "bodies",
+        }
+    }
+}
+
+/// The dictionaries a migration uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dictionaries {
+    /// For header blocks.
+    pub headers: Option<&'static Dictionary>,
+    /// For bodies up to [`SMALL_BODY_MAX`].
+    pub bodies: Option<&'static Dictionary>,
+}
+
 /// Key of a dictionary object.
-pub fn dict_key(id: u32) -> String {
-    format!("{DICT_PREFIX}{id:08x}.zdict")
+pub fn dict_key(purpose: Purpose, id: u32) -> String {
+    format!("{DICT_PREFIX}{}-{id:08x}.zdict", purpose.name())
+}
+
+/// The purpose and id named by a dictionary key.
+fn parse_dict_key(key: &str) -> Option<(Purpose, u32)> {
+    let rest = key.strip_prefix(DICT_PREFIX)?.strip_suffix(".zdict")?;
+    let (purpose, id) = rest.rsplit_once('-')?;
+    let purpose = match purpose {
+        "headers" => Purpose::Headers,
+        "bodies" => Purpose::Bodies,
+        _ => return None,
+    };
+    Some((purpose, u32::from_str_radix(id, 16).ok()?))
 }
 
 /// Dictionaries already loaded by this process, by id (each is leaked once, see [`Dictionary::leak`]).
@@ -39,58 +84,102 @@ pub async fn load(store: &DynStore, id: u32) -> Result<&'static Dictionary> {
     if let Some(d) = LOADED.lock().unwrap().get_or_insert_with(HashMap::new).get(&id) {
         return Ok(d);
     }
-    let bytes = store.get(&dict_key(id)).await.map_err(|e| e.context(format!("reading dictionary {id:08x}")))?;
+    let key = store
+        .list(DICT_PREFIX)
+        .await?
+        .into_iter()
+        .find(|m| parse_dict_key(&m.key).is_some_and(|(_, i)| i == id))
+        .map(|m| m.key)
+        .ok_or_else(|| Error::corrupt(format!("dictionary {id:08x} is missing from {}", store.describe())))?;
+    let bytes = store.get(&key).await.map_err(|e| e.context(format!("reading dictionary {key}")))?;
     let dict = Dictionary::from_bytes(bytes, 3)?;
     if dict.id() != id {
-        return Err(Error::corrupt(format!("{} holds dictionary {:08x}", dict_key(id), dict.id())));
+        return Err(Error::corrupt(format!("{key} holds dictionary {:08x}", dict.id())));
     }
-    let mut loaded = LOADED.lock().unwrap();
-    let map = loaded.get_or_insert_with(HashMap::new);
-    Ok(*map.entry(id).or_insert_with(|| dict.leak()))
+    Ok(remember(dict))
 }
 
-/// The header dictionary to use for a migration into `store`: the destination's (the first, if several), or one
-/// trained now on header blocks sampled from `source` and stored. `None` when the source has too few messages to
-/// learn from (the next migration into the destination tries again).
-pub async fn for_migration(store: &DynStore, source: &Path, level: i32) -> Result<Option<&'static Dictionary>> {
-    let existing = store.list(DICT_PREFIX).await?;
-    if let Some(first) = existing.iter().find_map(|m| {
-        m.key.strip_prefix(DICT_PREFIX)?.strip_suffix(".zdict").and_then(|h| u32::from_str_radix(h, 16).ok())
-    }) {
-        return load(store, first).await.map(Some);
+fn remember(dict: Dictionary) -> &'static Dictionary {
+    let id = dict.id();
+    let mut loaded = LOADED.lock().unwrap();
+    loaded.get_or_insert_with(HashMap::new).entry(id).or_insert_with(|| dict.leak())
+}
+
+/// The dictionaries to use for a migration into `store`: the destination's (the first of each purpose), or ones
+/// trained now on blocks sampled from `source` and stored. A purpose stays without a dictionary when the source has
+/// too few messages to learn from (a later migration into the destination tries again).
+pub async fn for_migration(store: &DynStore, source: &Path, level: i32) -> Result<Dictionaries> {
+    let mut out = Dictionaries::default();
+    let existing: Vec<(Purpose, u32)> =
+        store.list(DICT_PREFIX).await?.iter().filter_map(|m| parse_dict_key(&m.key)).collect();
+    for purpose in [Purpose::Headers, Purpose::Bodies] {
+        if let Some(&(_, id)) = existing.iter().find(|(p, _)| *p == purpose) {
+            let d = Some(load(store, id).await?);
+            match purpose {
+                Purpose::Headers => out.headers = d,
+                Purpose::Bodies => out.bodies = d,
+            }
+        }
+    }
+    if out.headers.is_some() && out.bodies.is_some() {
+        return Ok(out);
     }
     let source = source.to_path_buf();
-    let trained = tokio::task::spawn_blocking(move || -> Result<Option<(Dictionary, usize, u128)>> {
-        let samples = sample_headers(&source)?;
-        if samples.len() < MIN_SAMPLES {
-            tracing::info!(samples = samples.len(), "too few messages to train a header dictionary");
-            return Ok(None);
+    let need = (out.headers.is_none(), out.bodies.is_none());
+    let trained = tokio::task::spawn_blocking(move || -> Result<Vec<(Purpose, Dictionary, usize, u128)>> {
+        let (headers, bodies) = sample(&source)?;
+        let mut trained = Vec::new();
+        for (purpose, wanted, samples) in [(Purpose::Headers, need.0, headers), (Purpose::Bodies, need.1, bodies)] {
+            if !wanted || samples.len() < MIN_SAMPLES {
+                tracing::info!(samples = samples.len(), purpose = purpose.name(), "no dictionary trained");
+                continue;
+            }
+            let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
+            let started = std::time::Instant::now();
+            if let Some(d) = Dictionary::train(&refs, MAX_DICT_SIZE, level)? {
+                trained.push((purpose, d, samples.len(), started.elapsed().as_millis()));
+            }
         }
-        let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
-        let started = std::time::Instant::now();
-        Ok(Dictionary::train(&refs, MAX_DICT_SIZE, level)?.map(|d| (d, samples.len(), started.elapsed().as_millis())))
+        Ok(trained)
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Other, format!("dictionary training task failed: {e}")))??;
-    let Some((dict, samples, ms)) = trained else { return Ok(None) };
-    tracing::info!(
-        id = format!("{:08x}", dict.id()),
-        samples,
-        bytes = dict.bytes().len(),
-        ms = ms as u64,
-        "trained a header dictionary"
-    );
-    // Create-if-absent: a concurrent migration may have stored the same dictionary (same samples, same id).
-    store.put(&dict_key(dict.id()), dict.bytes().clone(), PutMode::Create).await?;
-    let id = dict.id();
-    let mut loaded = LOADED.lock().unwrap();
-    Ok(Some(*loaded.get_or_insert_with(HashMap::new).entry(id).or_insert_with(|| dict.leak())))
+    for (purpose, dict, samples, ms) in trained {
+        tracing::info!(
+            purpose = purpose.name(),
+            id = format!("{:08x}", dict.id()),
+            samples,
+            bytes = dict.bytes().len(),
+            ms = ms as u64,
+            "trained a dictionary"
+        );
+        // Create-if-absent: a concurrent migration may have stored the same dictionary (same samples, same id).
+        store.put(&dict_key(purpose, dict.id()), dict.bytes().clone(), PutMode::Create).await?;
+        let d = Some(remember(dict));
+        match purpose {
+            Purpose::Headers => out.headers = d,
+            Purpose::Bodies => out.bodies = d,
+        }
+    }
+    Ok(out)
 }
 
-/// Header blocks of the first messages of a source, within [`SAMPLE_READ_BUDGET`] bytes read.
-pub fn sample_headers(path: &Path) -> Result<Vec<Vec<u8>>> {
+/// Training samples, each a block of bytes.
+pub type Samples = Vec<Vec<u8>>;
+
+/// Header blocks and small bodies of the first messages of a source, within [`SAMPLE_READ_BUDGET`] bytes read.
+pub fn sample(path: &Path) -> Result<(Samples, Samples)> {
     let mut src = FsSource::open(path)?;
     let mut out = Vec::new();
+    let mut bodies = Vec::new();
+    let mut keep = |msg: &[u8], out: &mut Vec<Vec<u8>>| {
+        if let Some(end) = crate::split::header_end(msg) {
+            out.push(msg[..end].to_vec());
+            if msg.len() - end <= SMALL_BODY_MAX && msg.len() > end {
+                bodies.push(msg[end..].to_vec());
+            }
+        }
+    };
     let mut read = 0usize;
     while let Some(entry) = src.next_entry() {
         if out.len() >= MAX_SAMPLES || read >= SAMPLE_READ_BUDGET {
@@ -102,7 +191,9 @@ pub fn sample_headers(path: &Path) -> Result<Vec<Vec<u8>>> {
         let Ok(prefix) = read_prefix(&entry.abs, want) else { continue };
         read += prefix.len();
         if maildir.is_some() {
-            if let Some(end) = crate::split::header_end(&prefix) {
+            if prefix.len() as u64 >= entry.stat.size {
+                keep(&prefix, &mut out);
+            } else if let Some(end) = crate::split::header_end(&prefix) {
                 out.push(prefix[..end].to_vec());
             }
         } else if mbox::sniff(&prefix[..prefix.len().min(mbox::SNIFF_LEN)]) {
@@ -111,10 +202,7 @@ pub fn sample_headers(path: &Path) -> Result<Vec<Vec<u8>>> {
             let mut at = 0;
             while let Some(seg) = splitter.next(&prefix[at..], eof) {
                 if let mbox::Seg::Message { from_len, msg_len, .. } = seg {
-                    let msg = &prefix[at + from_len..at + from_len + msg_len];
-                    if let Some(end) = crate::split::header_end(msg) {
-                        out.push(msg[..end].to_vec());
-                    }
+                    keep(&prefix[at + from_len..at + from_len + msg_len], &mut out);
                 }
                 at += seg.len();
                 if out.len() >= MAX_SAMPLES {
@@ -123,7 +211,7 @@ pub fn sample_headers(path: &Path) -> Result<Vec<Vec<u8>>> {
             }
         }
     }
-    Ok(out)
+    Ok((out, bodies))
 }
 
 fn read_prefix(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {

@@ -120,8 +120,8 @@ pub struct MigrateArgs {
     /// across messages however they were wrapped; they are re-encoded byte for byte on restore).
     #[arg(long)]
     pub no_mime: bool,
-    /// Do not compress header blocks with the destination's zstd dictionary (trained on the first migration into
-    /// it and stored there).
+    /// Do not compress header blocks and small bodies with the destination's zstd dictionaries (trained on the
+    /// first migration into it and stored there).
     #[arg(long)]
     pub no_dictionary: bool,
     /// No progress display.
@@ -252,7 +252,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     opts.threads = a.threads;
     opts.read.mmap = !a.no_mmap;
     opts.mime = !a.no_mime;
-    opts.header_dictionary = !a.no_dictionary;
+    opts.dictionaries = !a.no_dictionary;
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();

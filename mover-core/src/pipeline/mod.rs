@@ -91,8 +91,9 @@ pub struct MigrateOptions {
     /// Store base64 and quoted-printable part bodies decoded when they re-encode exactly (attachments dedupe across
     /// messages however they were wrapped).
     pub mime: bool,
-    /// Compress header blocks with the destination's header dictionary (trained on the first migration into it).
-    pub header_dictionary: bool,
+    /// Compress header blocks and small bodies with the destination's dictionaries (trained on the first migration
+    /// into it).
+    pub dictionaries: bool,
 }
 
 impl std::fmt::Debug for MigrateOptions {
@@ -126,7 +127,7 @@ impl MigrateOptions {
             progress: None,
             after_read: None,
             mime: true,
-            header_dictionary: true,
+            dictionaries: true,
         }
     }
 
@@ -329,10 +330,10 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     let (index, packs) = BlobIndex::load(&store).await?;
     tracing::info!(blobs = index.len(), packs, dest = %store.describe(), "dedupe index loaded");
     let index = Arc::new(index);
-    let header_dict = if opts.header_dictionary {
+    let dicts = if opts.dictionaries {
         crate::dictionary::for_migration(&store, source, opts.zstd_level).await?
     } else {
-        None
+        Default::default()
     };
     let handle = Handle::current();
     let source_display = source.display().to_string();
@@ -340,7 +341,7 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     let opts2 = opts.clone();
     let prev2 = prev.clone();
     let (stats, quarantine, manifest) =
-        tokio::task::spawn_blocking(move || run_pass(Box::new(src), prev2, index, header_dict, store2, &opts2, handle))
+        tokio::task::spawn_blocking(move || run_pass(Box::new(src), prev2, index, dicts, store2, &opts2, handle))
             .await
             .map_err(|e| Error::new(ErrorKind::Other, format!("migration task failed: {e}")))??;
 
@@ -464,7 +465,7 @@ fn run_pass(
     source: Box<dyn Source>,
     prev: Option<Manifest>,
     index: Arc<BlobIndex>,
-    header_dict: Option<&'static crate::compress::Dictionary>,
+    dicts: crate::dictionary::Dictionaries,
     store: DynStore,
     opts: &MigrateOptions,
     handle: Handle,
@@ -526,7 +527,7 @@ fn run_pass(
                 level: opts.zstd_level,
                 max_blob: opts.max_blob,
                 mime: opts.mime,
-                header_dict,
+                dicts,
             },
             opts,
             source: reread.as_ref(),

@@ -1,7 +1,7 @@
 //! Stage 2: split, hash and compress pieces (runs on rayon, order kept by the caller).
 //!
-//! A message becomes its header block (compressed with the destination's header dictionary when there is one) and
-//! its body; when MIME splitting is on, base64 and quoted-printable part bodies that re-encode exactly are stored
+//! A message becomes its header block and its body (both compressed with the destination's dictionaries when
+//! there are some); when MIME splitting is on, base64 and quoted-printable part bodies that re-encode exactly are stored
 //! decoded ([`crate::mime`]), the raw bytes between them as body blobs, or inline when they are small.
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ pub(super) struct Processor<'a> {
     pub(super) level: i32,
     pub(super) max_blob: usize,
     pub(super) mime: bool,
-    pub(super) header_dict: Option<&'static Dictionary>,
+    pub(super) dicts: crate::dictionary::Dictionaries,
 }
 
 impl Processor<'_> {
@@ -45,12 +45,19 @@ impl Processor<'_> {
         Ok(out)
     }
 
+    fn dict_for(&self, kind: PartKind, len: usize) -> Option<&'static Dictionary> {
+        match kind {
+            PartKind::Header => self.dicts.headers,
+            PartKind::Body if len <= crate::dictionary::SMALL_BODY_MAX => self.dicts.bodies,
+            _ => None,
+        }
+    }
+
     fn raw_part(&self, kind: PartKind, data: &[u8]) -> Result<PartOut> {
         let (blobs, inline) = if kind == PartKind::Body && data.len() <= INLINE_MAX {
             (Vec::new(), Some(Bytes::copy_from_slice(data)))
         } else {
-            let dict = if kind == PartKind::Header { self.header_dict } else { None };
-            (self.blobs(data, dict)?, None)
+            (self.blobs(data, self.dict_for(kind, data.len()))?, None)
         };
         Ok(PartOut { kind, blobs, inline, recipe: None, original_len: data.len() as u64 })
     }
@@ -72,7 +79,7 @@ impl Processor<'_> {
             // Nothing stored decoded: the body is one raw part (as blobs, however small: bodies dedupe).
             parts.push(PartOut {
                 kind: PartKind::Body,
-                blobs: self.blobs(body, None)?,
+                blobs: self.blobs(body, self.dict_for(PartKind::Body, body.len()))?,
                 inline: None,
                 recipe: None,
                 original_len: body.len() as u64,
