@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use mover_core::pipeline::{MigrateOptions, Progress};
 use mover_core::report::MigrationSummary;
 use mover_core::restore::{ReplayReport, RestoreOptions};
-use mover_core::store::{DynStore, open_destination};
+use mover_core::store::DynStore;
 
 use crate::display;
 
@@ -39,13 +39,15 @@ Logging goes to stderr; set MOVER_LOG (e.g. MOVER_LOG=debug) or use -v for more.
     name = "moverd",
     version,
     about,
-    long_about = "moverd moves the mail stores of this server into a destination (a local directory today; S3 is \
-                  coming) and gets them back byte for byte.\n\n\
+    long_about = "moverd moves the mail stores of this server into a destination (a local directory, or an S3 \
+                  bucket: s3://bucket/prefix) and gets them back byte for byte.\n\n\
                   Quick start:\n  \
                   moverd migrate /var/mail/alice /srv/mover-dest --mailbox alice\n  \
                   moverd verify /srv/mover-dest --mailbox alice\n  \
                   moverd restore /srv/mover-dest --mailbox alice --to /tmp/alice-restored\n  \
-                  moverd ls /srv/mover-dest",
+                  moverd ls /srv/mover-dest\n  \
+                  AWS_PROFILE=migration moverd migrate /var/mail/bob s3://mail-archive/site1 \
+                  --s3-endpoint http://rgw.local:7480",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -90,12 +92,52 @@ pub enum Command {
     GenCorpus(crate::bench::GenCorpusArgs),
 }
 
+/// How to reach an `s3://` destination. Credentials come from the standard AWS chain (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, profiles, instance roles), never from the command line, where other users could read
+/// them; `AWS_ENDPOINT_URL` and `AWS_REGION` work too.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// S3-compatible endpoint (Ceph RGW, MinIO, Garage…), e.g. http://127.0.0.1:7480 [default: AWS, or
+    /// AWS_ENDPOINT_URL]. Implies path-style addressing and checksums only where required.
+    #[arg(long, env = "MOVER_S3_ENDPOINT", help_heading = "S3 destinations")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: the AWS chain, else us-east-1 with an endpoint].
+    #[arg(long, help_heading = "S3 destinations")]
+    pub s3_region: Option<String>,
+    /// Path-style (true) or virtual-host (false) addressing [default: path style with an endpoint].
+    #[arg(long, help_heading = "S3 destinations")]
+    pub s3_path_style: Option<bool>,
+    /// S3 requests in flight at once, multipart parts included.
+    #[arg(long, default_value_t = 16, help_heading = "S3 destinations")]
+    pub s3_max_in_flight: usize,
+    /// Multipart part size (raised as needed to stay within S3's 10,000 parts).
+    #[arg(long, default_value = "8M", value_parser = display::parse_size, help_heading = "S3 destinations")]
+    pub s3_part_size: u64,
+}
+
+impl StoreArgs {
+    fn open(&self, dest: &str) -> anyhow::Result<DynStore> {
+        let config = mover_core::store::S3Config {
+            endpoint_url: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            force_path_style: self.s3_path_style,
+            max_in_flight: Some(self.s3_max_in_flight),
+            part_size: Some(self.s3_part_size),
+            ..Default::default()
+        };
+        Ok(mover_core::store::open_destination_with(dest, config)?)
+    }
+}
+
 /// Arguments of `migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// S3 options.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The mail store to read: Maildir, Maildir++ root, tree of Maildirs, mbox file, or directory of mbox files.
     pub source: PathBuf,
-    /// Where to store: a local directory (created if missing).
+    /// Where to store: a local directory (created if missing), or s3://bucket/prefix.
     pub dest: String,
     /// Mailbox id in DEST [default: SOURCE's file name].
     #[arg(long)]
@@ -132,6 +174,9 @@ pub struct MigrateArgs {
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// S3 options.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The destination to check.
     pub dest: String,
     /// Only this mailbox [default: every mailbox].
@@ -148,6 +193,9 @@ pub struct VerifyArgs {
 /// Arguments of `restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// S3 options.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The destination to restore from.
     pub dest: String,
     /// The mailbox to restore.
@@ -167,6 +215,9 @@ pub struct RestoreArgs {
 /// Arguments of `ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// S3 options.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The destination to list.
     pub dest: String,
     /// Print JSON on stdout.
@@ -206,10 +257,6 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-fn open(dest: &str) -> anyhow::Result<DynStore> {
-    Ok(open_destination(dest)?)
-}
-
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -245,7 +292,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", a.source.display()))?,
     };
-    let store = open(&a.dest)?;
+    let store = a.store.open(&a.dest)?;
     let mut opts = MigrateOptions::new(mailbox);
     opts.zstd_level = a.zstd_level;
     opts.pack_target = a.pack_size as usize;
@@ -418,7 +465,7 @@ fn print_replay(verb: &str, r: &ReplayReport) {
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<u8> {
-    let store = open(&a.dest)?;
+    let store = a.store.open(&a.dest)?;
     let mailboxes = match &a.mailbox {
         Some(m) => vec![m.clone()],
         None => mover_core::restore::list_mailboxes(&store).await?.into_iter().map(|m| m.mailbox).collect(),
@@ -442,7 +489,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 async fn restore(a: RestoreArgs) -> anyhow::Result<u8> {
-    let store = open(&a.dest)?;
+    let store = a.store.open(&a.dest)?;
     let r = mover_core::restore::restore(store, &a.mailbox, &a.to, &RestoreOptions { pass: a.pass }).await?;
     if a.json {
         print_json(&r)?;
@@ -454,7 +501,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<u8> {
 }
 
 async fn ls(a: LsArgs) -> anyhow::Result<u8> {
-    let store = open(&a.dest)?;
+    let store = a.store.open(&a.dest)?;
     let list = mover_core::restore::list_mailboxes(&store).await?;
     if a.json {
         print_json(&list)?;

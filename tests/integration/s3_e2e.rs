@@ -76,6 +76,17 @@ async fn moverd_migrates_verifies_and_restores_through_s3() {
         assert!(out.contains("alice") && out.contains("bob.mbox"), "{out}");
         outputs.push(out);
         outputs.push(err);
+        // The endpoint given as an option instead of AWS_ENDPOINT_URL.
+        let env: Vec<_> = srv.aws_env().into_iter().filter(|(k, _)| *k != "AWS_ENDPOINT_URL").collect();
+        let out = Command::new(moverd_bin())
+            .args([os("ls"), os(&url2), os("--s3-endpoint"), os(srv.endpoint()), os("--json")])
+            .env_remove("AWS_ENDPOINT_URL")
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(EXIT_OK), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 2);
         (summary, outputs)
     });
     let (summary, outputs) = outputs;

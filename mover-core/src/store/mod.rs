@@ -103,18 +103,27 @@ pub fn validate_key(key: &str) -> Result<()> {
 }
 
 /// Open a store from a destination string: a local directory path (the embedded default), or `s3://bucket/prefix`
-/// when built with the `s3` feature (configured from the AWS environment: credential chain, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, …; use [`s3::S3Store::new`] for explicit options).
-///
-/// The store returned does not retry; wrap it in [`RetryStore`] for that.
+/// (with the `s3` feature) configured the AWS way (credential chain, `AWS_*` variables), with retries.
 pub fn open_destination(dest: &str) -> Result<DynStore> {
+    #[cfg(feature = "s3")]
+    return open_destination_with(dest, s3::S3Config::default());
+    #[cfg(not(feature = "s3"))]
+    open_local_or_refuse(dest)
+}
+
+/// [`open_destination`] with explicit S3 options (endpoint, region, path style, concurrency, part size…); they are
+/// ignored for a local directory.
+#[cfg(feature = "s3")]
+pub fn open_destination_with(dest: &str, config: s3::S3Config) -> Result<DynStore> {
     if dest.starts_with("s3://") {
-        #[cfg(feature = "s3")]
-        return Ok(Arc::new(RetryStore::new(
-            s3::S3Store::from_url(dest, s3::S3Config::default())?,
-            RetryConfig::default(),
-        )?));
-        #[cfg(not(feature = "s3"))]
+        return Ok(Arc::new(RetryStore::new(s3::S3Store::from_url(dest, config)?, RetryConfig::default())?));
+    }
+    open_local_or_refuse(dest)
+}
+
+fn open_local_or_refuse(dest: &str) -> Result<DynStore> {
+    if dest.starts_with("s3://") {
+        // Only reached without the `s3` feature: open_destination_with handles s3:// first.
         return Err(Error::config(format!("{dest}: this build has no S3 support (cargo feature `s3`)")));
     }
     if dest.contains("://") {
