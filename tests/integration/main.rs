@@ -2,6 +2,7 @@
 //!
 //! Every test that moves data restores it and compares it byte for byte with the source.
 
+mod attachments;
 mod badinput;
 mod common;
 mod corpora;
