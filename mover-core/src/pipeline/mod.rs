@@ -482,10 +482,13 @@ fn run_pass(
         None => None,
     };
     let is_dir = source.is_dir();
-    // The collector re-reads changed files itself, so it needs its own view of the source.
-    let reread: Box<dyn Source> = Box::new(ReopenOnly);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(opts.queue_batches);
+    // Processed batches go to the collector on its own thread, so the workers start on the next batch while the
+    // collector packs and spools the previous one.
+    let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Vec<Result<Event>>>(opts.queue_batches);
     let reader_error: Arc<Mutex<Option<Error>>> = Arc::default();
+    let processor =
+        Processor { index: &index, level: opts.zstd_level, max_blob: opts.max_blob, mime: opts.mime, dicts };
     std::thread::scope(|scope| -> Result<PassResult> {
         let reader_error2 = reader_error.clone();
         let opts_r = opts.clone();
@@ -498,63 +501,75 @@ fn run_pass(
             })
             .map_err(|e| Error::io("starting the reader thread", e))?;
 
-        let budget = opts.upload_budget.unwrap_or(2 * opts.pack_target.max(opts.standalone_min));
-        let budget_kib = (budget >> 10).max(1) as u32;
-        let uploader = Uploader {
-            handle: handle.clone(),
-            store: store.clone(),
-            budget: Arc::new(Semaphore::new(budget_kib as usize)),
-            budget_kib,
-            tasks: tokio::task::JoinSet::new(),
-            stored: 0,
-            packs: 0,
-            progress: opts.progress.clone(),
-        };
-        let mut collector = Collector {
-            packer: Packer {
-                index: index.clone(),
-                current: None,
-                pack_target: opts.pack_target,
-                standalone_min: opts.standalone_min,
-                uploader,
-            },
-            manifest: ManifestWriter::new()?,
-            stats: PassStats::default(),
-            quarantine: Vec::new(),
-            spool: None,
-            processor: Processor {
-                index: &index,
-                level: opts.zstd_level,
-                max_blob: opts.max_blob,
-                mime: opts.mime,
-                dicts,
-            },
-            opts,
-            source: reread.as_ref(),
-            source_is_single: !is_dir,
-        };
-        let mut run = || -> Result<()> {
-            for batch in rx.iter() {
-                let processor = &collector.processor;
-                let out: Vec<Result<Event>> =
-                    pool.install(|| batch.into_par_iter().map(|ev| processor.process(ev)).collect());
-                for ev in out {
-                    collector.handle(ev?)?;
+        let index_c = &index;
+        let collector = std::thread::Builder::new()
+            .name("mover-collector".into())
+            .spawn_scoped(scope, move || -> Result<PassResult> {
+                let budget = opts.upload_budget.unwrap_or(2 * opts.pack_target.max(opts.standalone_min));
+                let budget_kib = (budget >> 10).max(1) as u32;
+                let uploader = Uploader {
+                    handle: handle.clone(),
+                    store: store.clone(),
+                    budget: Arc::new(Semaphore::new(budget_kib as usize)),
+                    budget_kib,
+                    tasks: tokio::task::JoinSet::new(),
+                    stored: 0,
+                    packs: 0,
+                    progress: opts.progress.clone(),
+                };
+                // The collector re-reads changed files itself, so it needs its own view of the source.
+                let reread = ReopenOnly;
+                let mut collector = Collector {
+                    packer: Packer {
+                        index: index_c.clone(),
+                        current: None,
+                        pack_target: opts.pack_target,
+                        standalone_min: opts.standalone_min,
+                        uploader,
+                    },
+                    manifest: ManifestWriter::new()?,
+                    stats: PassStats::default(),
+                    quarantine: Vec::new(),
+                    spool: None,
+                    processor: Processor {
+                        index: index_c,
+                        level: opts.zstd_level,
+                        max_blob: opts.max_blob,
+                        mime: opts.mime,
+                        dicts,
+                    },
+                    opts,
+                    source: &reread,
+                    source_is_single: !is_dir,
+                };
+                for out in rx_done.iter() {
+                    for ev in out {
+                        collector.handle(ev?)?;
+                    }
                 }
+                collector.packer.seal()?;
+                let stored = collector.packer.uploader.finish()?;
+                collector.stats.new_stored_bytes = stored;
+                collector.stats.packs = collector.packer.uploader.packs;
+                Ok((collector.stats, collector.quarantine, collector.manifest))
+            })
+            .map_err(|e| Error::io("starting the collector thread", e))?;
+
+        for batch in rx.iter() {
+            let out: Vec<Result<Event>> =
+                pool.install(|| batch.into_par_iter().map(|ev| processor.process(ev)).collect());
+            if tx_done.send(out).is_err() {
+                break; // the collector stopped on an error; it is reported below
             }
-            Ok(())
-        };
-        let result = run();
+        }
         drop(rx); // unblocks the reader if we stopped early
-        result?;
+        drop(tx_done); // the collector finishes what it has
+        let result = collector.join().map_err(|_| Error::new(ErrorKind::Other, "the collector thread panicked"))?;
+        let result = result?;
         if let Some(e) = reader_error.lock().unwrap().take() {
             return Err(e);
         }
-        collector.packer.seal()?;
-        let stored = collector.packer.uploader.finish()?;
-        collector.stats.new_stored_bytes = stored;
-        collector.stats.packs = collector.packer.uploader.packs;
-        Ok((collector.stats, collector.quarantine, collector.manifest))
+        Ok(result)
     })
 }
 
