@@ -41,26 +41,9 @@ impl Uploader {
         self.tasks.spawn_on(
             async move {
                 let _permit = permit;
-                let pack_key = layout::pack_key(&sealed.id);
-                let mut written = 0;
-                // Content-addressed or freshly named: never overwrite. AlreadyExists means the bytes are there.
-                if store
-                    .put(&pack_key, sealed.data.clone(), PutMode::Create)
-                    .await
-                    .map_err(|e| e.context(format!("uploading pack {pack_key}")))?
-                    == PutOutcome::Written
-                {
-                    written += sealed.data.len() as u64;
-                }
-                let index_key = layout::index_key(&sealed.id);
-                if store
-                    .put(&index_key, sealed.index.clone(), PutMode::Create)
-                    .await
-                    .map_err(|e| e.context(format!("uploading index {index_key}")))?
-                    == PutOutcome::Written
-                {
-                    written += sealed.index.len() as u64;
-                }
+                // The pack first: an index names only a pack that is already durable.
+                let written = create(&store, &layout::pack_key(&sealed.id), &sealed.data).await?
+                    + create(&store, &layout::index_key(&sealed.id), &sealed.index).await?;
                 if let Some(p) = progress {
                     p.stored.fetch_add(written, Ordering::Relaxed);
                 }
@@ -77,4 +60,12 @@ impl Uploader {
         }
         Ok(self.stored)
     }
+}
+
+/// Create `key` (never overwrite: content-addressed or freshly named, so an existing object already holds these
+/// bytes); returns the bytes written (0 when it was already there).
+async fn create(store: &DynStore, key: &str, data: &Bytes) -> Result<u64> {
+    let outcome =
+        store.put(key, data.clone(), PutMode::Create).await.map_err(|e| e.context(format!("uploading {key}")))?;
+    Ok(if outcome == PutOutcome::Written { data.len() as u64 } else { 0 })
 }
