@@ -26,7 +26,7 @@ pub const MIN_SAMPLES: usize = 64;
 /// Most header blocks sampled.
 pub const MAX_SAMPLES: usize = 4000;
 /// Most bytes read from the source for sampling.
-pub const SAMPLE_READ_BUDGET: usize = 16 << 20;
+pub const SAMPLE_READ_BUDGET: usize = 8 << 20;
 
 /// Bodies up to this size are compressed with the body dictionary (and sampled to train it); larger ones have
 /// history enough of their own.
@@ -128,19 +128,21 @@ pub async fn for_migration(store: &DynStore, source: &Path, level: i32) -> Resul
     let need = (out.headers.is_none(), out.bodies.is_none());
     let trained = tokio::task::spawn_blocking(move || -> Result<Vec<(Purpose, Dictionary, usize, u128)>> {
         let (headers, bodies) = sample(&source)?;
-        let mut trained = Vec::new();
-        for (purpose, wanted, samples) in [(Purpose::Headers, need.0, headers), (Purpose::Bodies, need.1, bodies)] {
-            if !wanted || samples.len() < MIN_SAMPLES {
-                tracing::info!(samples = samples.len(), purpose = purpose.name(), "no dictionary trained");
-                continue;
-            }
-            let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
-            let started = std::time::Instant::now();
-            if let Some(d) = Dictionary::train(&refs, MAX_DICT_SIZE, level)? {
-                trained.push((purpose, d, samples.len(), started.elapsed().as_millis()));
-            }
-        }
-        Ok(trained)
+        let train =
+            |purpose: Purpose, wanted: bool, samples: Samples| -> Result<Option<(Purpose, Dictionary, usize, u128)>> {
+                if !wanted || samples.len() < MIN_SAMPLES {
+                    tracing::info!(samples = samples.len(), purpose = purpose.name(), "no dictionary trained");
+                    return Ok(None);
+                }
+                let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
+                let started = std::time::Instant::now();
+                Ok(Dictionary::train(&refs, MAX_DICT_SIZE, level)?
+                    .map(|d| (purpose, d, samples.len(), started.elapsed().as_millis())))
+            };
+        // The two trainings are independent: one per core.
+        let (h, b) =
+            rayon::join(|| train(Purpose::Headers, need.0, headers), || train(Purpose::Bodies, need.1, bodies));
+        Ok([h?, b?].into_iter().flatten().collect())
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Other, format!("dictionary training task failed: {e}")))??;
