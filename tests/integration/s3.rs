@@ -325,21 +325,11 @@ async fn open_destination_uses_the_aws_environment() -> anyhow::Result<()> {
 /// Ceph RGW, when one is running: `scripts/ceph-rgw.sh` prints the variables to set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_ceph_rgw() -> anyhow::Result<()> {
-    let Ok(endpoint) = std::env::var("MOVER_TEST_RGW_ENDPOINT") else {
+    let Some((bucket, config)) = server::rgw_from_env() else {
         eprintln!("SKIPPED conformance_against_ceph_rgw: MOVER_TEST_RGW_ENDPOINT is not set (see scripts/ceph-rgw.sh)");
         return Ok(());
     };
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let config = S3Config {
-        endpoint_url: Some(endpoint),
-        region: Some("us-east-1".into()),
-        access_key_id: Some(var("MOVER_TEST_RGW_ACCESS_KEY", "testkey")),
-        secret_access_key: Some(var("MOVER_TEST_RGW_SECRET_KEY", "testsecret")),
-        part_size: Some(5 << 20),
-        multipart_threshold: Some(6 << 20),
-        ..S3Config::default()
-    };
-    let bucket = var("MOVER_TEST_RGW_BUCKET", "mover-test");
+    let config = S3Config { part_size: Some(5 << 20), multipart_threshold: Some(6 << 20), ..config };
     let location = S3Location { bucket, prefix: format!("run-{}", std::process::id()) };
     let setup = S3Store::new(location.clone(), S3Config { skip_bucket_check: true, ..config.clone() })?;
     setup.create_bucket_if_missing().await?;

@@ -199,22 +199,11 @@ async fn s3_vs_local_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_verify_restore_against_ceph_rgw() {
     use mover_core::store::{S3Config, S3Location, S3Store};
-    let Ok(endpoint) = std::env::var("MOVER_TEST_RGW_ENDPOINT") else {
+    let Some((bucket, config)) = crate::s3::server::rgw_from_env() else {
         eprintln!("SKIPPED migrate_verify_restore_against_ceph_rgw: MOVER_TEST_RGW_ENDPOINT is not set");
         return;
     };
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let config = S3Config {
-        endpoint_url: Some(endpoint),
-        region: Some("us-east-1".into()),
-        access_key_id: Some(var("MOVER_TEST_RGW_ACCESS_KEY", "testkey")),
-        secret_access_key: Some(var("MOVER_TEST_RGW_SECRET_KEY", "testsecret")),
-        ..S3Config::default()
-    };
-    let location = S3Location {
-        bucket: var("MOVER_TEST_RGW_BUCKET", "mover-test"),
-        prefix: format!("e2e-{}", std::process::id()),
-    };
+    let location = S3Location { bucket, prefix: format!("e2e-{}", std::process::id()) };
     S3Store::new(location.clone(), S3Config { skip_bucket_check: true, ..config.clone() })
         .unwrap()
         .create_bucket_if_missing()

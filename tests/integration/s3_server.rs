@@ -260,3 +260,18 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response<s3s
         .body(s3s::Body::from(xml))
         .expect("static response")
 }
+
+/// A Ceph RGW from the environment (`MOVER_TEST_RGW_ENDPOINT`, `…_ACCESS_KEY`, `…_SECRET_KEY`, `…_BUCKET`, as
+/// `scripts/ceph-rgw.sh env` prints them): its bucket and the store configuration, or `None` when not set.
+pub fn rgw_from_env() -> Option<(String, S3Config)> {
+    let endpoint = std::env::var("MOVER_TEST_RGW_ENDPOINT").ok()?;
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let config = S3Config {
+        endpoint_url: Some(endpoint),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(var("MOVER_TEST_RGW_ACCESS_KEY", "testkey")),
+        secret_access_key: Some(var("MOVER_TEST_RGW_SECRET_KEY", "testsecret")),
+        ..S3Config::default()
+    };
+    Some((var("MOVER_TEST_RGW_BUCKET", "mover-test"), config))
+}
