@@ -297,6 +297,27 @@ pub fn split_all(data: &[u8]) -> Vec<Seg> {
     out
 }
 
+/// Split `data` as the streamed reader does: the splitter sees windows that grow by `step` bytes until the end.
+/// Equal to [`split_all`] for every `step` (the unit tests and the `mbox_split` fuzz target check exactly that).
+pub fn split_streamed(data: &[u8], step: usize) -> Vec<Seg> {
+    let step = step.max(1);
+    let mut s = Splitter::new();
+    let (mut at, mut avail, mut out) = (0usize, 0usize, Vec::new());
+    loop {
+        let eof = avail >= data.len();
+        match s.next(&data[at..avail.min(data.len())], eof) {
+            Some(seg) => {
+                at += seg.len();
+                out.push(seg);
+            }
+            None if eof => break,
+            None => avail += step,
+        }
+    }
+    assert_eq!(at, data.len(), "splitter must consume every byte");
+    out
+}
+
 /// Mail flags from `Status:` and `X-Status:` headers in a header block (e.g. `RO` + `A` → `"ROA"`).
 pub fn status_flags(headers: &[u8]) -> Option<String> {
     let mut flags = String::new();
@@ -395,21 +416,7 @@ mod tests {
         let m = b"\xEF\xBB\xBFFrom a@b Mon Apr 18 14:23:23 2022\nSubject: x\n\nhello\n\nFrom b@c Mon Apr 18 14:23:24 2022\r\nA: b\r\n\r\nbody\r\n\r\nFrom -\nContent-Length: 2\n\nab\nFrom - \n\n";
         let whole = split_all(m);
         for step in 1..m.len() {
-            // Feed the splitter growing windows, as the buffered reader does.
-            let mut s = Splitter::new();
-            let (mut at, mut avail, mut got) = (0usize, 0usize, Vec::new());
-            loop {
-                let eof = avail >= m.len();
-                match s.next(&m[at..avail.min(m.len())], eof) {
-                    Some(seg) => {
-                        at += seg.len();
-                        got.push(seg);
-                    }
-                    None if eof => break,
-                    None => avail += step,
-                }
-            }
-            assert_eq!(got, whole, "step {step}");
+            assert_eq!(split_streamed(m, step), whole, "step {step}");
         }
     }
 
