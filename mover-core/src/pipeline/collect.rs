@@ -188,12 +188,13 @@ impl Collector<'_> {
                 for part in parts {
                     let mut refs = Vec::with_capacity(part.blobs.len());
                     let mut raw = 0;
-                    let mut all_known = true;
+                    // Packer::add counts every blob it finds already stored: no second index lookup here.
+                    let known_before = self.stats.deduplicated_blobs;
                     for b in part.blobs {
                         raw += b.raw_len;
-                        all_known &= self.packer.index.contains(&b.id);
                         refs.push(self.packer.add(b, Some(part.kind), &mut self.stats)?);
                     }
+                    let all_known = self.stats.deduplicated_blobs - known_before == refs.len() as u64;
                     let spool = self.spool.as_mut().expect("checked above");
                     match part.kind {
                         PartKind::Header => spool.header_bytes += part.original_len,
