@@ -198,7 +198,7 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
     let mut packs = Vec::new();
     out.push(timed(
         "pack",
-        "PackWriter::add of every stored blob, sealed at 32 MiB (MB/s of stored bytes)",
+        "PackWriter::add_solo of every stored blob, sealed at 32 MiB (MB/s of stored bytes)",
         stored_bytes,
         blob_count,
         min,
@@ -206,7 +206,7 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
             packs.clear();
             let mut w = PackWriter::new(PackId::fresh(), target);
             for (id, data, raw, codec) in &stored {
-                w.add(*id, data, *raw, *codec);
+                w.add_solo(*id, data, *raw, *codec);
                 if w.len() >= target {
                     packs.push(std::mem::replace(&mut w, PackWriter::new(PackId::fresh(), target)).seal());
                 }
@@ -218,17 +218,11 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
         },
     )?);
 
-    let fake = |i: usize, raw: u64| {
-        BlobRef::new(
-            stored[i % stored.len().max(1)].0,
-            mover_core::pack::BlobLoc {
-                pack: PackId::fresh(),
-                offset: i as u64 * 100,
-                len: raw / 2,
-                raw_len: raw,
-                codec: Codec::Zstd,
-            },
-        )
+    let fake = |i: usize, raw: u64| BlobRef {
+        pack: PackId::fresh(),
+        seg: (i / 40) as u32,
+        offset: (i % 40) as u64 * 3000,
+        raw_len: raw,
     };
     let records: Vec<Record> = src
         .pieces()

@@ -9,7 +9,8 @@ use mover_core::manifest::{Manifest, Record};
 
 fuzz_target!(|data: &[u8]| {
     let _ = mover_core::pack::decode_index(PackId::from_bytes([7; 16]), data);
-    let _ = mover_core::pack::index_from_pack(PackId::from_bytes([7; 16]), data);
+    let no_dict = |id: u32| Err(mover_core::Error::corrupt(format!("no dictionary {id}")));
+    let _ = mover_core::pack::index_from_pack(PackId::from_bytes([7; 16]), data, &no_dict);
     let _ = mover_core::manifest::parse_header(data, "fuzz");
     if let Ok(m) = Manifest::parse(Bytes::copy_from_slice(data), "fuzz") {
         if let Ok(records) = m.records() {

@@ -1,8 +1,9 @@
-//! Compression of blobs: zstd, skipped where it does not pay.
+//! Compression of pack segments: zstd (with a dictionary for small header blocks and bodies), skipped where it does
+//! not pay.
 //!
-//! Each blob is compressed on its own so that any one blob can be read back with a single range read. Data that
-//! zstd cannot shrink by at least [`MIN_SAVING`] is stored as it is: decompressing it later would cost CPU for
-//! nothing. (Dictionaries for small header blocks are a later format addition: the codec byte leaves room.)
+//! A segment ([`crate::pack`]) is compressed as one frame, with zstd's content checksum (4 bytes per frame: a
+//! damaged segment fails to decode instead of decoding to wrong bytes). Data that zstd cannot shrink by at least
+//! [`MIN_SAVING`] is stored as it is: decompressing it later would cost CPU for nothing.
 
 use std::cell::RefCell;
 
@@ -82,7 +83,9 @@ pub fn compress(raw: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
     let out = COMPRESSOR.with(|c| -> std::io::Result<Vec<u8>> {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+            let mut z = zstd::bulk::Compressor::new(level)?;
+            z.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+            *c = Some((level, z));
         }
         c.as_mut().expect("set above").1.compress(raw)
     });
@@ -94,9 +97,11 @@ pub fn compress(raw: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
 /// [`decompress_with_dict`].
 pub fn decompress(codec: Codec, stored: &[u8], raw_len: u64) -> Result<Vec<u8>> {
     match codec {
-        Codec::None => Ok(stored.to_vec()),
+        Codec::None if stored.len() as u64 == raw_len => Ok(stored.to_vec()),
+        Codec::None => Err(Error::corrupt(format!("stored {} bytes, expected {raw_len}", stored.len()))),
         Codec::ZstdDict => Err(Error::corrupt("blob needs a dictionary to decode")),
         Codec::Zstd => {
+            check_frame_size(stored, raw_len)?;
             let out = DECOMPRESSOR.with(|d| -> std::io::Result<Vec<u8>> {
                 let mut d = d.borrow_mut();
                 if d.is_none() {
@@ -110,6 +115,18 @@ pub fn decompress(codec: Codec, stored: &[u8], raw_len: u64) -> Result<Vec<u8>> 
             }
             Ok(out)
         }
+    }
+}
+
+/// A frame that records its content size must record `raw_len`: checked before `raw_len` bytes are allocated, so a
+/// damaged index cannot make a reader allocate what it claims.
+fn check_frame_size(stored: &[u8], raw_len: u64) -> Result<()> {
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n == raw_len => Ok(()),
+        Ok(Some(n)) => Err(Error::corrupt(format!("zstd frame holds {n} bytes, expected {raw_len}"))),
+        Ok(None) if raw_len <= 1 << 30 => Ok(()),
+        Ok(None) => Err(Error::corrupt(format!("zstd frame of unknown size claimed to hold {raw_len} bytes"))),
+        Err(_) => Err(Error::corrupt("not a zstd frame")),
     }
 }
 
@@ -195,7 +212,9 @@ pub fn compress_with_dict(raw: &[u8], dict: &'static Dictionary) -> Result<Optio
     let out = DICT_COMPRESSOR.with(|c| -> std::io::Result<Vec<u8>> {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(id, _)| *id) != Some(dict.id) {
-            *c = Some((dict.id, zstd::bulk::Compressor::with_prepared_dictionary(&dict.enc)?));
+            let mut z = zstd::bulk::Compressor::with_prepared_dictionary(&dict.enc)?;
+            z.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+            *c = Some((dict.id, z));
         }
         c.as_mut().expect("set above").1.compress(raw)
     });
@@ -214,6 +233,7 @@ pub fn decompress_with_dict(stored: &[u8], raw_len: u64, dict: &'static Dictiona
     if frame_dict_id(stored) != Some(dict.id) {
         return Err(Error::corrupt(format!("frame does not name dictionary {:08x}", dict.id)));
     }
+    check_frame_size(stored, raw_len)?;
     let out = DICT_DECOMPRESSOR.with(|d| -> std::io::Result<Vec<u8>> {
         let mut d = d.borrow_mut();
         if d.as_ref().map(|(id, _)| *id) != Some(dict.id) {

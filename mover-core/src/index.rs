@@ -1,8 +1,9 @@
 //! The dedupe index: which blobs a destination already holds, and where.
 //!
 //! Loaded at the start of a run from the destination's pack indexes (one small object per pack, no HEAD per blob),
-//! then grown as the run packs new blobs. A blob is looked up before it is compressed (no CPU spent on known
-//! content) and checked again, under the write lock, before it is packed (two workers may meet the same new blob).
+//! then grown as the run packs new blobs. A large blob is looked up before it is compressed (no CPU spent on known
+//! content); every blob is checked again by the collector before it is packed (two messages in flight may share a
+//! new body).
 //!
 //! Within one run every blob the index names is durable by the time the run's manifest is committed, because the
 //! manifest is written only after every pack of the run is acknowledged by the store.
@@ -72,9 +73,9 @@ impl BlobIndex {
                 });
             }
             let Some(done) = tasks.join_next().await else { break };
-            let entries = done.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string()))??;
+            let pack = done.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string()))??;
             let mut map = index.map.write().unwrap();
-            for e in entries {
+            for e in pack.entries {
                 map.entry(e.id).or_insert(e.loc);
             }
             packs += 1;

@@ -18,7 +18,7 @@ pub const FORMAT_KEY: &str = "mover.json";
 /// Name of the format in the marker.
 pub const FORMAT_NAME: &str = "mover";
 /// Version of the destination layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Prefix of all pack indexes.
 pub const INDEX_PREFIX: &str = "index/";
 /// Prefix of all mailbox manifests.
@@ -47,6 +47,14 @@ impl FormatMarker {
         if self.version > FORMAT_VERSION {
             return Err(Error::config(format!(
                 "destination has layout version {}, this build reads up to {FORMAT_VERSION}: upgrade mover",
+                self.version
+            )));
+        }
+        if self.version < FORMAT_VERSION {
+            // Version 1 (packs of one zstd frame per blob, blob ids in manifests) was never released.
+            return Err(Error::config(format!(
+                "destination has layout version {}, written by a pre-release build; this build reads version \
+                 {FORMAT_VERSION} only: migrate into a new destination",
                 self.version
             )));
         }

@@ -1,8 +1,8 @@
 //! Reading a mailbox back: restore it into a directory, or verify it without writing anything.
 //!
 //! Both replay the mailbox's manifest record by record through the same engine ([`Replayer`]): every blob is read
-//! (with range reads, through a small cache of pack chunks, since a pass's blobs sit in its packs in source order),
-//! decompressed, and checked against its content id; every message is checked against the BLAKE3 recorded at
+//! (with range reads, through small caches of pack indexes, pack chunks and decompressed segments, since a pass's
+//! blobs sit in its packs in source order), and checked against the content id its pack's index records; every message is checked against the BLAKE3 recorded at
 //! migration; every file against its size and, where recorded, its whole-file BLAKE3. Restore writes what it replays
 //! under the target directory; verify only counts. Restore needs nothing but the destination: no local state.
 //!
@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::{ContentId, PackId};
 use crate::layout;
 use crate::manifest::{BlobRef, Manifest, Record};
+use crate::pack::{PackIndex, decode_index, decode_segment, index_from_pack};
 use crate::pipeline::{check_format, load_manifest};
 use crate::store::DynStore;
 
@@ -34,12 +36,19 @@ use crate::store::DynStore;
 const CHUNK: u64 = 4 << 20;
 /// Pack chunks kept.
 const CACHE_CHUNKS: usize = 8;
+/// Pack indexes kept (a mailbox's blobs sit in few packs, mostly in source order).
+const CACHE_INDEXES: usize = 64;
+/// Decompressed segments kept, and the largest one cached (large blobs are segments of their own, read once).
+const CACHE_SEGMENTS: usize = 16;
+const CACHE_SEGMENT_MAX: usize = 4 << 20;
 
-/// Reads blobs by reference, verifying each against its content id.
+/// Reads blobs by reference, verifying each against the content id its pack's index records.
 pub struct BlobReader {
     store: DynStore,
     handle: Handle,
     cache: Vec<(PackId, u64, Bytes, u64)>,
+    indexes: Vec<(Arc<PackIndex>, u64)>,
+    segments: Vec<(PackId, u32, Arc<Vec<u8>>, u64)>,
     tick: u64,
     /// Blobs read and verified.
     pub blobs: u64,
@@ -53,10 +62,28 @@ impl std::fmt::Debug for BlobReader {
     }
 }
 
+/// Drop the least recently used entry of `cache` when it holds `max`.
+fn evict<T>(cache: &mut Vec<T>, max: usize, tick: impl Fn(&T) -> u64) {
+    if cache.len() >= max
+        && let Some(oldest) = cache.iter().enumerate().min_by_key(|(_, e)| tick(e)).map(|(i, _)| i)
+    {
+        cache.swap_remove(oldest);
+    }
+}
+
 impl BlobReader {
     /// A reader over `store`; blocking calls run on `handle`'s runtime (call from a blocking thread).
     pub fn new(store: DynStore, handle: Handle) -> Self {
-        BlobReader { store, handle, cache: Vec::new(), tick: 0, blobs: 0, fetched: 0 }
+        BlobReader {
+            store,
+            handle,
+            cache: Vec::new(),
+            indexes: Vec::new(),
+            segments: Vec::new(),
+            tick: 0,
+            blobs: 0,
+            fetched: 0,
+        }
     }
 
     fn chunk(&mut self, pack: PackId, k: u64) -> Result<Bytes> {
@@ -68,60 +95,108 @@ impl BlobReader {
         let key = layout::pack_key(&pack);
         let data = self.handle.block_on(self.store.get_range(&key, k * CHUNK..(k + 1) * CHUNK))?;
         self.fetched += data.len() as u64;
-        if self.cache.len() >= CACHE_CHUNKS {
-            let oldest = self.cache.iter().enumerate().min_by_key(|(_, e)| e.3).map(|(i, _)| i).expect("non-empty");
-            self.cache.swap_remove(oldest);
-        }
+        evict(&mut self.cache, CACHE_CHUNKS, |e| e.3);
         self.cache.push((pack, k, data.clone(), self.tick));
         Ok(data)
     }
 
-    /// The raw bytes of a blob, checked against its id.
-    pub fn read(&mut self, r: &BlobRef) -> Result<Vec<u8>> {
-        let loc = r.loc()?;
-        let (start, end) = (loc.offset, loc.offset + loc.len);
-        let key = layout::pack_key(&loc.pack);
-        let stored = if loc.len > 0 && start / CHUNK == (end - 1) / CHUNK {
+    /// Bytes `start..start + len` of a pack object, through the chunk cache when they lie in one chunk.
+    fn stored(&mut self, pack: PackId, start: u64, len: u64) -> Result<Bytes> {
+        let end = start + len;
+        let key = layout::pack_key(&pack);
+        let stored = if len > 0 && start / CHUNK == (end - 1) / CHUNK {
             let k = start / CHUNK;
-            let chunk = self.chunk(loc.pack, k)?;
-            let a = (start - k * CHUNK) as usize;
-            let b = (end - k * CHUNK) as usize;
+            let chunk = self.chunk(pack, k)?;
+            let (a, b) = ((start - k * CHUNK) as usize, (end - k * CHUNK) as usize);
             if b > chunk.len() {
-                return Err(Error::corrupt(format!("blob {} at {start}..{end} of {key}: pack too short", r.id)));
+                return Err(Error::corrupt(format!("{key}: bytes {start}..{end} beyond the end of the pack")));
             }
             chunk.slice(a..b)
-        } else if loc.len == 0 {
+        } else if len == 0 {
             Bytes::new()
         } else {
             let data = self.handle.block_on(self.store.get_range(&key, start..end))?;
             self.fetched += data.len() as u64;
             data
         };
-        if stored.len() as u64 != loc.len {
-            return Err(Error::corrupt(format!(
-                "blob {} at {start}..{end} of {key}: got {} bytes",
-                r.id,
-                stored.len()
-            )));
+        if stored.len() as u64 != len {
+            return Err(Error::corrupt(format!("{key}: bytes {start}..{end}: got {} bytes", stored.len())));
         }
-        let raw = if loc.codec == compress::Codec::ZstdDict {
-            let id = compress::frame_dict_id(&stored).ok_or_else(|| {
-                Error::corrupt(format!("blob {} in {key} at offset {start}: frame names no dictionary", r.id))
-            })?;
-            let dict = self.handle.block_on(crate::dictionary::load(&self.store, id))?;
-            compress::decompress_with_dict(&stored, loc.raw_len, dict)
-        } else {
-            compress::decompress(loc.codec, &stored, loc.raw_len)
+        Ok(stored)
+    }
+
+    fn dict_loader(&self) -> impl Fn(u32) -> Result<&'static compress::Dictionary> + use<> {
+        let (store, handle) = (self.store.clone(), self.handle.clone());
+        move |id| handle.block_on(crate::dictionary::load(&store, id))
+    }
+
+    /// The index of `pack`: its index object, or rebuilt from the pack itself when that object is missing.
+    fn pack_index(&mut self, pack: PackId) -> Result<Arc<PackIndex>> {
+        self.tick += 1;
+        if let Some(e) = self.indexes.iter_mut().find(|e| e.0.pack == pack) {
+            e.1 = self.tick;
+            return Ok(e.0.clone());
+        }
+        let key = layout::index_key(&pack);
+        let index = match self.handle.block_on(self.store.get(&key)) {
+            Ok(data) => {
+                self.fetched += data.len() as u64;
+                decode_index(pack, &data)?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let pack_key = layout::pack_key(&pack);
+                tracing::warn!(%key, "pack index missing; rebuilding it from {pack_key}");
+                let data = self.handle.block_on(self.store.get(&pack_key))?;
+                self.fetched += data.len() as u64;
+                index_from_pack(pack, &data, &self.dict_loader())?
+            }
+            Err(e) => return Err(e),
         };
-        let raw = raw.map_err(|e| e.context(format!("blob {} in {key} at offset {start}", r.id)))?;
-        if ContentId::of(&raw) != r.id {
-            return Err(Error::corrupt(format!(
-                "blob {} in {key} at offset {start}: content does not match its id",
-                r.id
-            )));
+        let index = Arc::new(index);
+        evict(&mut self.indexes, CACHE_INDEXES, |e| e.1);
+        self.indexes.push((index.clone(), self.tick));
+        Ok(index)
+    }
+
+    /// Segment `seg` of `pack`, decompressed.
+    fn segment(&mut self, index: &PackIndex, seg: u32) -> Result<Arc<Vec<u8>>> {
+        self.tick += 1;
+        let pack = index.pack;
+        if let Some(e) = self.segments.iter_mut().find(|e| e.0 == pack && e.1 == seg) {
+            e.3 = self.tick;
+            return Ok(e.2.clone());
+        }
+        let s = *index.segment(seg).ok_or_else(|| {
+            Error::corrupt(format!("pack {pack} has no segment {seg} (its index has {})", index.segments.len()))
+        })?;
+        let stored = self.stored(pack, s.offset, s.len)?;
+        let raw = decode_segment(&stored, &s, &self.dict_loader())
+            .map_err(|e| e.context(format!("segment {seg} of pack {pack} at offset {}", s.offset)))?;
+        let raw = Arc::new(raw);
+        if raw.len() <= CACHE_SEGMENT_MAX {
+            evict(&mut self.segments, CACHE_SEGMENTS, |e| e.3);
+            self.segments.push((pack, seg, raw.clone(), self.tick));
+        }
+        Ok(raw)
+    }
+
+    /// The raw bytes of a blob, checked against the id its pack's index records.
+    pub fn read(&mut self, r: &BlobRef) -> Result<Vec<u8>> {
+        let index = self.pack_index(r.pack)?;
+        let where_ = || format!("pack {} segment {} offset {}", r.pack, r.seg, r.offset);
+        let entry = index.entry_at(r.seg, r.offset).filter(|e| e.loc.raw_len == r.raw_len).ok_or_else(|| {
+            Error::corrupt(format!("no blob of {} bytes at {} in the pack's index", r.raw_len, where_()))
+        })?;
+        let id = entry.id;
+        let seg = self.segment(&index, r.seg)?;
+        let raw = seg
+            .get(r.offset as usize..(r.offset + r.raw_len) as usize)
+            .ok_or_else(|| Error::corrupt(format!("blob {id} at {}: beyond the end of its segment", where_())))?;
+        if ContentId::of(raw) != id {
+            return Err(Error::corrupt(format!("blob {id} at {}: content does not match its id", where_())));
         }
         self.blobs += 1;
-        Ok(raw)
+        Ok(raw.to_vec())
     }
 }
 

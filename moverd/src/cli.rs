@@ -151,6 +151,10 @@ pub struct MigrateArgs {
     /// Target size of pack objects (small blobs are packed together).
     #[arg(long, default_value = "32M", value_parser = display::parse_size)]
     pub pack_size: u64,
+    /// Small messages are compressed together in segments of about this size: larger segments compress better,
+    /// smaller ones make reading back one message cheaper (at most one segment is decompressed per blob).
+    #[arg(long, default_value = "512K", value_parser = display::parse_size)]
+    pub segment_size: u64,
     /// Worker threads for hashing and compression [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -296,6 +300,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     let mut opts = MigrateOptions::new(mailbox);
     opts.zstd_level = a.zstd_level;
     opts.pack_target = a.pack_size as usize;
+    opts.segment_target = a.segment_size as usize;
     opts.threads = a.threads;
     opts.read.mmap = !a.no_mmap;
     opts.mime = !a.no_mime;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::compress::{self, Codec};
 use crate::id::PackId;
 use crate::manifest::Part;
 use crate::pack::{BlobLoc, PackWriter};
@@ -14,12 +15,50 @@ use super::process::Processor;
 use super::read::Reader;
 use super::upload::Uploader;
 
+/// Segment kinds: small blobs of one kind are compressed together (header blocks with header blocks, …).
+const KINDS: usize = 4;
+
+fn kind_slot(kind: Option<PartKind>) -> usize {
+    match kind {
+        Some(PartKind::Header) => 0,
+        Some(PartKind::Body) => 1,
+        Some(PartKind::Attachment) => 2,
+        None => 3,
+    }
+}
+
+/// A segment being filled: its number is reserved in the current pack.
+pub(super) struct OpenSegment {
+    seg: u32,
+    raw: Vec<u8>,
+    blobs: Vec<(ContentId, u64, u64)>,
+}
+
+/// A full segment being compressed on the worker pool.
+pub(super) struct PendingSegment {
+    seg: u32,
+    slot: usize,
+    raw_len: u64,
+    blobs: Vec<(ContentId, u64, u64)>,
+    done: std::sync::mpsc::Receiver<Result<(Codec, Vec<u8>)>>,
+}
+
 pub(super) struct Packer {
     pub(super) index: Arc<BlobIndex>,
+    /// Full segments are compressed here (the pipeline's worker pool), at most `max_pending` at a time.
+    pub(super) pool: Arc<rayon::ThreadPool>,
+    pub(super) pending: std::collections::VecDeque<PendingSegment>,
+    pub(super) max_pending: usize,
     pub(super) current: Option<PackWriter>,
+    pub(super) open: [Option<OpenSegment>; KINDS],
     pub(super) pack_target: usize,
+    pub(super) segment_target: usize,
     pub(super) standalone_min: usize,
+    pub(super) level: i32,
+    pub(super) dicts: crate::dictionary::Dictionaries,
     pub(super) uploader: Uploader,
+    /// Stored bytes by kind (header, body, attachment, other), counted when segments are written.
+    pub(super) stored_by_kind: [u64; KINDS],
 }
 
 impl Packer {
@@ -35,33 +74,123 @@ impl Packer {
             k.deduplicated_bytes += blob.raw_len;
             stats.deduplicated_blobs += 1;
             stats.deduplicated_bytes += blob.raw_len;
-            return Ok(BlobRef::new(blob.id, loc));
+            return Ok(loc);
         }
-        let Some((codec, stored)) = blob.stored else {
-            return Err(Error::new(ErrorKind::Other, format!("blob {} vanished from the index", blob.id)));
-        };
         k.unique_bytes += blob.raw_len;
-        k.stored_bytes += stored.len() as u64;
         stats.new_blobs += 1;
         stats.new_raw_bytes += blob.raw_len;
-        let loc: BlobLoc = if stored.len() >= self.standalone_min {
-            let mut w = PackWriter::new(PackId::for_large_blob(&blob.id), stored.len());
-            let loc = w.add(blob.id, &stored, blob.raw_len, codec);
-            self.uploader.upload(w.seal())?;
-            loc
-        } else {
-            // Seal before the pack would outgrow its buffer: a reallocation would double the memory it holds.
-            if self.current.as_ref().is_some_and(|w| !w.is_empty() && w.len() + stored.len() > self.pack_target) {
-                self.seal()?;
+        let slot = kind_slot(kind);
+        let loc = match blob.data {
+            BlobData::Known => {
+                return Err(Error::new(ErrorKind::Other, format!("blob {} vanished from the index", blob.id)));
             }
-            let w = self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), self.pack_target));
-            w.add(blob.id, &stored, blob.raw_len, codec)
+            BlobData::Stored(codec, stored) => {
+                self.stored_by_kind[slot] += stored.len() as u64;
+                if stored.len() >= self.standalone_min {
+                    let mut w = PackWriter::new(PackId::for_large_blob(&blob.id), stored.len());
+                    let loc = w.add_solo(blob.id, &stored, blob.raw_len, codec);
+                    self.uploader.upload(w.seal())?;
+                    loc
+                } else {
+                    self.make_room(stored.len())?;
+                    self.writer().add_solo(blob.id, &stored, blob.raw_len, codec)
+                }
+            }
+            BlobData::Raw(raw) => {
+                if self.open[slot]
+                    .as_ref()
+                    .is_some_and(|o| !o.raw.is_empty() && o.raw.len() + raw.len() > self.segment_target)
+                {
+                    self.close_segment(slot)?;
+                }
+                if self.open[slot].is_none() {
+                    self.make_room(self.segment_target)?;
+                    let seg = self.writer().reserve();
+                    self.open[slot] =
+                        Some(OpenSegment { seg, raw: Vec::with_capacity(self.segment_target), blobs: Vec::new() });
+                }
+                let pack = self.writer().id();
+                let o = self.open[slot].as_mut().expect("opened above");
+                let offset = o.raw.len() as u64;
+                o.raw.extend_from_slice(&raw);
+                o.blobs.push((blob.id, offset, blob.raw_len));
+                let loc = BlobLoc { pack, seg: o.seg, offset, raw_len: blob.raw_len };
+                if o.raw.len() >= self.segment_target {
+                    self.close_segment(slot)?;
+                }
+                loc
+            }
         };
         self.index.insert_if_absent(blob.id, loc);
-        Ok(BlobRef::new(blob.id, loc))
+        Ok(loc)
     }
 
+    fn writer(&mut self) -> &mut PackWriter {
+        let target = self.pack_target;
+        self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), target))
+    }
+
+    /// Seal the current pack first if `more` stored bytes would take it (with its open segments, counted raw) past
+    /// the pack target: a reallocation of its buffer would double the memory it holds.
+    fn make_room(&mut self, more: usize) -> Result<()> {
+        let open: usize = self.open.iter().flatten().map(|o| o.raw.len()).sum::<usize>()
+            + self.pending.iter().map(|p| p.raw_len as usize).sum::<usize>();
+        if self.current.as_ref().is_some_and(|w| !w.is_empty() && w.len() + open + more > self.pack_target) {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Hand the open segment of kind `slot` to the worker pool to be compressed (with the dictionary of its kind).
+    fn close_segment(&mut self, slot: usize) -> Result<()> {
+        let Some(o) = self.open[slot].take() else { return Ok(()) };
+        let dict = match slot {
+            0 => self.dicts.headers,
+            1 => self.dicts.bodies,
+            _ => None,
+        };
+        let level = self.level;
+        let raw_len = o.raw.len() as u64;
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let raw = o.raw;
+        self.pool.spawn(move || {
+            let compressed = match dict {
+                Some(d) => compress::compress_with_dict(&raw, d).map(|c| c.map(|c| (Codec::ZstdDict, c))),
+                None => compress::compress(&raw, level).map(|c| c.map(|c| (Codec::Zstd, c))),
+            };
+            let _ = tx.send(compressed.map(|c| c.unwrap_or((Codec::None, raw))));
+        });
+        self.pending.push_back(PendingSegment { seg: o.seg, slot, raw_len, blobs: o.blobs, done });
+        self.write_done(self.max_pending)
+    }
+
+    /// Write compressed segments into the current pack, oldest first, until at most `keep` are still pending
+    /// (waiting for them when needed).
+    fn write_done(&mut self, keep: usize) -> Result<()> {
+        while let Some(front) = self.pending.front() {
+            let result = if self.pending.len() > keep {
+                front.done.recv().map_err(|_| Error::new(ErrorKind::Other, "a segment compression task died"))?
+            } else {
+                match front.done.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let p = self.pending.pop_front().expect("front exists");
+            let (codec, stored) = result?;
+            let w = self.current.as_mut().expect("a pending segment belongs to the current pack");
+            w.put(p.seg, &stored, p.raw_len, codec, &p.blobs);
+            self.stored_by_kind[p.slot] += stored.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Close the open segments and seal and upload the current pack.
     pub(super) fn seal(&mut self) -> Result<()> {
+        for slot in 0..KINDS {
+            self.close_segment(slot)?;
+        }
+        self.write_done(0)?;
         if let Some(w) = self.current.take()
             && !w.is_empty()
         {

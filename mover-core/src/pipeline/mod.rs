@@ -1,18 +1,21 @@
 //! The wiring: source → split + hash → dedupe → compress → pack → store, then the manifest commit.
 //!
 //! ```text
-//!  reader thread            rayon pool                 collector (this thread)            tokio
-//!  walk, read, split mbox ─► split, BLAKE3, zstd ─────► dedupe, pack, spool records ──► uploads (bounded by bytes)
-//!  (batches, bounded)        (order kept)                 └─► manifest, committed after every upload is acknowledged
+//!  reader thread            rayon pool                 collector thread                      tokio
+//!  walk, read, split mbox ─► split, BLAKE3,          ─► dedupe, segments (zstd), pack,   ──► uploads (bounded by bytes)
+//!  (batches, bounded)        zstd of large blobs        spool records
+//!                            (order kept)                └─► manifest, committed after every upload is acknowledged
 //! ```
 //!
 //! - The reader walks the source in walk order, reads each file (whole, mapped or streamed), cuts mbox files into
 //!   messages and hands out batches of at most [`MigrateOptions::batch_bytes`]; at most
 //!   [`MigrateOptions::queue_batches`] batches wait, so memory does not grow with the source.
-//! - Each batch is processed on rayon in parallel, order preserved: the message is split into header and body,
-//!   every blob hashed, and only blobs the destination does not already have are compressed.
-//! - The collector re-checks each blob against the index (two messages in flight may share a new body), packs new
-//!   blobs, and spools the file's manifest records. When the file is done it checks that the file did not change
+//! - Each batch is processed on rayon in parallel, order preserved: the message is split into header and body (and
+//!   decoded attachments), every blob hashed, and large blobs the destination does not already have compressed.
+//! - The collector checks each blob against the index (two messages in flight may share a new body), appends new
+//!   small blobs to the open segment of their kind (header blocks, bodies, attachments, other), compresses a segment
+//!   when it is full (with the destination's dictionary for its kind), packs segments, and spools the file's manifest
+//!   records. When the file is done it checks that the file did not change
 //!   while it was read; if it did, the spooled records are dropped and the file is read again.
 //! - Sealed packs go to the store as tokio tasks, limited by [`MigrateOptions::upload_budget`] bytes in flight.
 //! - The manifest is written only after every pack of the pass is acknowledged: a crash before that leaves at most
@@ -68,6 +71,9 @@ pub struct MigrateOptions {
     pub zstd_level: i32,
     /// A pack is sealed and uploaded when it reaches this many bytes.
     pub pack_target: usize,
+    /// Small blobs of one kind are compressed together in segments of about this many raw bytes (reading one blob
+    /// back decompresses at most its segment); blobs of at least half this size are segments of their own.
+    pub segment_target: usize,
     /// Blobs whose stored size is at least this stand alone in their own object.
     pub standalone_min: usize,
     /// Parts larger than this are cut into blobs of this size.
@@ -102,6 +108,7 @@ impl std::fmt::Debug for MigrateOptions {
             .field("mailbox", &self.mailbox)
             .field("zstd_level", &self.zstd_level)
             .field("pack_target", &self.pack_target)
+            .field("segment_target", &self.segment_target)
             .field("standalone_min", &self.standalone_min)
             .field("max_blob", &self.max_blob)
             .field("upload_budget", &self.upload_budget)
@@ -116,6 +123,7 @@ impl MigrateOptions {
             mailbox: mailbox.into(),
             zstd_level: 3,
             pack_target: 32 << 20,
+            segment_target: crate::pack::SEGMENT_TARGET,
             standalone_min: 8 << 20,
             max_blob: 16 << 20,
             batch_bytes: 8 << 20,
@@ -139,6 +147,9 @@ impl MigrateOptions {
         if self.pack_target < 1 << 16 || self.max_blob < 1 << 16 || self.batch_bytes == 0 || self.queue_batches == 0 {
             return Err(Error::config("pack target and blob size must be at least 64 KiB"));
         }
+        if !(4096..=16 << 20).contains(&self.segment_target) || self.segment_target > self.pack_target {
+            return Err(Error::config("segment target must be between 4 KiB and 16 MiB, and at most the pack target"));
+        }
         Ok(())
     }
 }
@@ -161,8 +172,16 @@ pub struct Progress {
 struct BlobOut {
     id: ContentId,
     raw_len: u64,
-    /// The stored form, unless the index already had the blob when it was processed.
-    stored: Option<(Codec, Bytes)>,
+    data: BlobData,
+}
+
+enum BlobData {
+    /// A large blob the index already had when it was processed (not compressed again).
+    Known,
+    /// A small blob, raw: the collector appends it to the open segment of its kind.
+    Raw(Bytes),
+    /// A large blob, compressed by a worker: a segment of its own.
+    Stored(Codec, Bytes),
 }
 
 /// A processed part of a message: blobs, or inline bytes, and the recipe of an attachment.
@@ -475,7 +494,7 @@ fn run_pass(
         if let Some(n) = opts.threads {
             b = b.num_threads(n);
         }
-        b.build().map_err(|e| Error::new(ErrorKind::Other, format!("starting worker threads: {e}")))?
+        Arc::new(b.build().map_err(|e| Error::new(ErrorKind::Other, format!("starting worker threads: {e}")))?)
     };
     let prev_cursor = match &prev {
         Some(m) => Some(PrevCursor { records: m.records()?.peekable() }),
@@ -485,10 +504,15 @@ fn run_pass(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(opts.queue_batches);
     // Processed batches go to the collector on its own thread, so the workers start on the next batch while the
     // collector packs and spools the previous one.
-    let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Vec<Result<Event>>>(opts.queue_batches);
+    let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Vec<Result<Event>>>(1);
     let reader_error: Arc<Mutex<Option<Error>>> = Arc::default();
-    let processor =
-        Processor { index: &index, level: opts.zstd_level, max_blob: opts.max_blob, mime: opts.mime, dicts };
+    let processor = Processor {
+        index: &index,
+        level: opts.zstd_level,
+        max_blob: opts.max_blob,
+        mime: opts.mime,
+        solo_min: opts.segment_target / 2,
+    };
     std::thread::scope(|scope| -> Result<PassResult> {
         let reader_error2 = reader_error.clone();
         let opts_r = opts.clone();
@@ -502,6 +526,7 @@ fn run_pass(
             .map_err(|e| Error::io("starting the reader thread", e))?;
 
         let index_c = &index;
+        let (pool_c, threads) = (pool.clone(), pool.current_num_threads());
         let collector = std::thread::Builder::new()
             .name("mover-collector".into())
             .spawn_scoped(scope, move || -> Result<PassResult> {
@@ -522,10 +547,18 @@ fn run_pass(
                 let mut collector = Collector {
                     packer: Packer {
                         index: index_c.clone(),
+                        pool: pool_c,
+                        pending: Default::default(),
+                        max_pending: 2 * threads,
                         current: None,
+                        open: Default::default(),
                         pack_target: opts.pack_target,
+                        segment_target: opts.segment_target,
                         standalone_min: opts.standalone_min,
+                        level: opts.zstd_level,
+                        dicts,
                         uploader,
+                        stored_by_kind: [0; 4],
                     },
                     manifest: ManifestWriter::new()?,
                     stats: PassStats::default(),
@@ -536,7 +569,7 @@ fn run_pass(
                         level: opts.zstd_level,
                         max_blob: opts.max_blob,
                         mime: opts.mime,
-                        dicts,
+                        solo_min: opts.segment_target / 2,
                     },
                     opts,
                     source: &reread,
@@ -548,6 +581,10 @@ fn run_pass(
                     }
                 }
                 collector.packer.seal()?;
+                let [h, b, a, o] = collector.packer.stored_by_kind;
+                let k = &mut collector.stats.breakdown;
+                (k.headers.stored_bytes, k.bodies.stored_bytes, k.attachments.stored_bytes, k.other.stored_bytes) =
+                    (h, b, a, o);
                 let stored = collector.packer.uploader.finish()?;
                 collector.stats.new_stored_bytes = stored;
                 collector.stats.packs = collector.packer.uploader.packs;

@@ -1,13 +1,14 @@
 //! Stage 2: split, hash and compress pieces (runs on rayon, order kept by the caller).
 //!
-//! A message becomes its header block and its body (both compressed with the destination's dictionaries when
-//! there are some); when MIME splitting is on, base64 and quoted-printable part bodies that re-encode exactly are stored
-//! decoded ([`crate::mime`]), the raw bytes between them as body blobs, or inline when they are small.
+//! A message becomes its header block and its body; when MIME splitting is on, base64 and quoted-printable part
+//! bodies that re-encode exactly are stored decoded ([`crate::mime`]), the raw bytes between them as body blobs, or
+//! inline when they are small. Every blob is hashed here; large blobs are also compressed here (in parallel), small
+//! ones are compressed by the collector in segments of their kind ([`crate::pack`]).
 
 use bytes::Bytes;
 
 use super::*;
-use crate::compress::{self, Codec, Dictionary};
+use crate::compress::{self, Codec};
 use crate::mime;
 use crate::source::mbox;
 
@@ -19,57 +20,50 @@ pub(super) struct Processor<'a> {
     pub(super) level: i32,
     pub(super) max_blob: usize,
     pub(super) mime: bool,
-    pub(super) dicts: crate::dictionary::Dictionaries,
+    /// Blobs of at least this many bytes are compressed here, as segments of their own; smaller ones go to the
+    /// collector raw, to be compressed together with others of their kind.
+    pub(super) solo_min: usize,
 }
 
 impl Processor<'_> {
-    pub(super) fn blobs(&self, data: &[u8], dict: Option<&'static Dictionary>) -> Result<Vec<BlobOut>> {
+    pub(super) fn blobs(&self, data: &Bytes) -> Result<Vec<BlobOut>> {
         let mut out = Vec::with_capacity(1);
         for r in split::chunks(data.len(), self.max_blob) {
-            let raw = &data[r];
-            let id = ContentId::of(raw);
-            let stored = if self.index.contains(&id) {
-                None
+            let raw = data.slice(r);
+            let id = ContentId::of(&raw);
+            let data = if raw.len() < self.solo_min {
+                BlobData::Raw(raw.clone())
+            } else if self.index.contains(&id) {
+                BlobData::Known
             } else {
-                let compressed = match dict {
-                    Some(d) => compress::compress_with_dict(raw, d)?.map(|c| (Codec::ZstdDict, c)),
-                    None => compress::compress(raw, self.level)?.map(|c| (Codec::Zstd, c)),
-                };
-                Some(match compressed {
-                    Some((codec, c)) => (codec, Bytes::from(c)),
-                    None => (Codec::None, Bytes::copy_from_slice(raw)),
-                })
+                match compress::compress(&raw, self.level)? {
+                    Some(c) => BlobData::Stored(Codec::Zstd, Bytes::from(c)),
+                    None => BlobData::Stored(Codec::None, raw.clone()),
+                }
             };
-            out.push(BlobOut { id, raw_len: raw.len() as u64, stored });
+            out.push(BlobOut { id, raw_len: raw.len() as u64, data });
         }
         Ok(out)
     }
 
-    fn dict_for(&self, kind: PartKind, len: usize) -> Option<&'static Dictionary> {
-        match kind {
-            PartKind::Header => self.dicts.headers,
-            PartKind::Body if len <= crate::dictionary::SMALL_BODY_MAX => self.dicts.bodies,
-            _ => None,
-        }
-    }
-
-    fn raw_part(&self, kind: PartKind, data: &[u8]) -> Result<PartOut> {
+    fn raw_part(&self, kind: PartKind, data: Bytes) -> Result<PartOut> {
+        let original_len = data.len() as u64;
         let (blobs, inline) = if kind == PartKind::Body && data.len() <= INLINE_MAX {
-            (Vec::new(), Some(Bytes::copy_from_slice(data)))
+            (Vec::new(), Some(data))
         } else {
-            (self.blobs(data, self.dict_for(kind, data.len()))?, None)
+            (self.blobs(&data)?, None)
         };
-        Ok(PartOut { kind, blobs, inline, recipe: None, original_len: data.len() as u64 })
+        Ok(PartOut { kind, blobs, inline, recipe: None, original_len })
     }
 
     /// The parts of a message: header block, then body (raw, or raw pieces and decoded attachments).
-    fn message_parts(&self, msg: &[u8]) -> Result<(Vec<PartOut>, mime::SplitStats)> {
+    fn message_parts(&self, msg: &Bytes) -> Result<(Vec<PartOut>, mime::SplitStats)> {
         let hlen = split::header_len(msg);
-        let mut parts = vec![self.raw_part(PartKind::Header, &msg[..hlen])?];
+        let mut parts = vec![self.raw_part(PartKind::Header, msg.slice(..hlen))?];
         if hlen == msg.len() {
             return Ok((parts, mime::SplitStats::default()));
         }
-        let body = &msg[hlen..];
+        let body = msg.slice(hlen..);
         let (pieces, stats) = if self.mime && body.len() >= mime::MIN_ENCODED_LEN {
             mime::split_with_stats(msg)
         } else {
@@ -79,7 +73,7 @@ impl Processor<'_> {
             // Nothing stored decoded: the body is one raw part (as blobs, however small: bodies dedupe).
             parts.push(PartOut {
                 kind: PartKind::Body,
-                blobs: self.blobs(body, self.dict_for(PartKind::Body, body.len()))?,
+                blobs: self.blobs(&body)?,
                 inline: None,
                 recipe: None,
                 original_len: body.len() as u64,
@@ -93,7 +87,7 @@ impl Processor<'_> {
             if let Some((a, b)) = pending.take()
                 && b > a
             {
-                parts.push(self.raw_part(PartKind::Body, &msg[a..b])?);
+                parts.push(self.raw_part(PartKind::Body, msg.slice(a..b))?);
             }
             Ok(())
         };
@@ -110,14 +104,14 @@ impl Processor<'_> {
                 mime::Piece::Encoded { decoded, recipe, original_len } => {
                     if at < hlen {
                         // Cannot happen (the header block is never a part body); keep the message raw if it does.
-                        let mut parts = vec![self.raw_part(PartKind::Header, &msg[..hlen])?];
+                        let mut parts = vec![self.raw_part(PartKind::Header, msg.slice(..hlen))?];
                         parts.push(self.raw_part(PartKind::Body, body)?);
                         return Ok((parts, stats));
                     }
                     flush(&mut pending, &mut parts)?;
                     parts.push(PartOut {
                         kind: PartKind::Attachment,
-                        blobs: self.blobs(&decoded, None)?,
+                        blobs: self.blobs(&Bytes::from(decoded))?,
                         inline: None,
                         recipe: Some(recipe),
                         original_len: original_len as u64,
@@ -147,7 +141,7 @@ impl Processor<'_> {
             }
             PieceIn::Data { offset, data, mapped } => {
                 let data = if mapped { Bytes::copy_from_slice(&data) } else { data };
-                PieceOut::Data { offset, len: data.len() as u64, blobs: self.blobs(&data, None)? }
+                PieceOut::Data { offset, len: data.len() as u64, blobs: self.blobs(&data)? }
             }
         }))
     }
