@@ -113,6 +113,21 @@ pub struct StoreArgs {
     /// Multipart part size (raised as needed to stay within S3's 10,000 parts).
     #[arg(long, default_value = "8M", value_parser = display::parse_size, help_heading = "S3 destinations")]
     pub s3_part_size: u64,
+    /// Local directory for state that outlives a run: a journal of the S3 multipart uploads in progress, so that
+    /// an upload interrupted by a failure, a shutdown or a crash is resumed by the next run instead of starting
+    /// over [default: $XDG_STATE_HOME/mover, else ~/.local/state/mover; none when neither can be found, and then
+    /// interrupted uploads start over].
+    #[arg(long, value_name = "DIR", env = "MOVER_STATE_DIR", help_heading = "S3 destinations")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `$XDG_STATE_HOME/mover`, else `$HOME/.local/state/mover` (the XDG base directory spec: relative paths are
+/// ignored).
+fn default_state_dir() -> Option<PathBuf> {
+    let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute("XDG_STATE_HOME")
+        .map(|d| d.join("mover"))
+        .or_else(|| absolute("HOME").map(|h| h.join(".local/state/mover")))
 }
 
 impl StoreArgs {
@@ -123,6 +138,7 @@ impl StoreArgs {
             force_path_style: self.s3_path_style,
             max_in_flight: Some(self.s3_max_in_flight),
             part_size: Some(self.s3_part_size),
+            state_dir: self.state_dir.clone().or_else(default_state_dir),
             ..Default::default()
         };
         Ok(mover_core::store::open_destination_with(dest, config)?)

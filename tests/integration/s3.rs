@@ -385,3 +385,223 @@ async fn conformance_against_ceph_rgw() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ---- Resuming interrupted multipart uploads (S3Config::state_dir) ----
+
+/// The journal entries under a state directory (one file per key with an upload in progress).
+fn journal_entries(state: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(state.join("s3-uploads")) {
+        Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Lines in the one journal entry under `state` (the upload, then one per acknowledged part).
+fn journal_lines(state: &std::path::Path) -> usize {
+    journal_entries(state).iter().map(|p| std::fs::read(p).unwrap().iter().filter(|&&b| b == b'\n').count()).sum()
+}
+
+/// Wait until no put holds a journal entry under `state` (a cancelled put's last journal write may still be
+/// finishing on a blocking thread).
+async fn wait_journal_unlocked(state: &std::path::Path) {
+    for path in journal_entries(state) {
+        let file = std::fs::File::open(&path).unwrap();
+        for _ in 0..500 {
+            if file.try_lock().is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn part_number(r: &server::RequestInfo) -> Option<u32> {
+    r.is_upload_part().then(|| r.query.split('&').find_map(|p| p.strip_prefix("partNumber=")?.parse().ok()))?
+}
+
+fn is_abort(r: &server::RequestInfo) -> bool {
+    r.method == "DELETE" && r.query.contains("uploadId=")
+}
+
+/// s3s-fs's stored parts of uploads in progress (`.upload_id-*.part-*` under its root).
+fn parts_on_server(server: &S3Server) -> usize {
+    leftover_uploads(server).iter().filter(|n| n.contains(".part-")).count()
+}
+
+/// A store with a journal under `state`, 5 MiB parts uploaded one at a time (so an interruption after k parts is
+/// deterministic) and no retries inside the upload.
+fn resuming_config(base: S3Config, state: &std::path::Path) -> S3Config {
+    S3Config {
+        state_dir: Some(state.to_path_buf()),
+        max_in_flight: Some(1),
+        part_size: Some(5 << 20),
+        multipart_threshold: Some(6 << 20),
+        part_retry: Some(RetryConfig { max_attempts: 1, base_backoff_ms: 1, max_backoff_ms: 1 }),
+        ..base
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_multipart_upload_is_resumed() -> anyhow::Result<()> {
+    let server = S3Server::start().await?;
+    let state = tempfile::tempdir()?;
+    let config = resuming_config(server.config(), state.path());
+    let data = pattern(40 * MIB, 30); // 8 parts of 5 MiB
+    server.set_faults(|r| (part_number(r) == Some(4)).then_some(Fault::InternalError));
+    let err = server.s3_store_with("resume", config.clone()).put("packs/big", data.clone(), PutMode::Create).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert_eq!(count(&server, is_abort), 0, "a journaled upload is not aborted");
+    assert_eq!(parts_on_server(&server), 3, "the server holds parts 1-3: {:?}", leftover_uploads(&server));
+    assert_eq!(journal_entries(state.path()).len(), 1);
+    assert_eq!(journal_lines(state.path()), 1 + 3, "the upload and its 3 parts are journaled");
+    server.clear_faults();
+
+    // A new store (a new process, as far as the store knows) with the same state directory.
+    let before = server.requests().len();
+    let store = server.s3_store_with("resume", config);
+    assert_eq!(store.put("packs/big", data.clone(), PutMode::Create).await?, PutOutcome::Written);
+    let second = &server.requests()[before..];
+    let sent: Vec<u32> = second.iter().filter_map(part_number).collect();
+    assert_eq!(sent, vec![4, 5, 6, 7, 8], "only the missing parts are uploaded");
+    assert!(!second.iter().any(is_create_upload), "the upload is resumed, not created again");
+    assert!(second.iter().any(|r| r.method == "GET" && r.query.contains("uploadId=")), "ListParts checked it");
+    assert_eq!(store.resumed_parts(), 3);
+    assert!(store.get("packs/big").await? == data, "the resumed object differs");
+    assert_eq!(journal_entries(state.path()), Vec::<std::path::PathBuf>::new(), "the entry is removed");
+    assert_eq!(leftover_uploads(&server), Vec::<String>::new());
+
+    // Without a state directory a failed upload is still aborted at once (today's behaviour).
+    let plain =
+        server.s3_store_with("resume", S3Config { state_dir: None, ..resuming_config(server.config(), state.path()) });
+    server.set_faults(|r| (part_number(r) == Some(2)).then_some(Fault::InternalError));
+    plain.put("packs/other", data.clone(), PutMode::Create).await.unwrap_err();
+    assert_eq!(count(&server, is_abort), 1);
+    assert_eq!(leftover_uploads(&server), Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_create_of_an_existing_object_aborts_and_forgets() -> anyhow::Result<()> {
+    let server = S3Server::start().await?;
+    let state = tempfile::tempdir()?;
+    let config = resuming_config(server.config(), state.path());
+    let data = pattern(12 * MIB, 31);
+    server.set_faults(|r| (part_number(r) == Some(2)).then_some(Fault::InternalError));
+    server.s3_store_with("exists", config.clone()).put("k", data.clone(), PutMode::Create).await.unwrap_err();
+    server.clear_faults();
+    assert_eq!(journal_entries(state.path()).len(), 1);
+    // Meanwhile another writer stored the object (for a content-addressed key: the same bytes).
+    server.s3_store("exists").put("k", data.clone(), PutMode::Create).await?;
+    let store = server.s3_store_with("exists", config);
+    assert_eq!(store.put("k", data.clone(), PutMode::Create).await?, PutOutcome::AlreadyExists);
+    assert_eq!(count(&server, is_abort), 1, "the journaled upload is aborted");
+    assert_eq!(journal_entries(state.path()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(leftover_uploads(&server), Vec::<String>::new());
+    assert!(store.get("k").await? == data);
+    Ok(())
+}
+
+/// Interrupt a put of `data` under `key` as a killed process would: cancel it once the journal holds at least
+/// `parts` acknowledged parts. Nothing is aborted (the upload is the journal's to resume).
+async fn interrupt_put(store: S3Store, key: &str, data: Bytes, state: &std::path::Path, parts: usize) {
+    let key = key.to_string();
+    let task = tokio::spawn(async move { store.put(&key, data, PutMode::Create).await });
+    for _ in 0..6000 {
+        if journal_lines(state) > parts || task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!task.is_finished(), "the put ended before it could be interrupted: {:?}", task.await);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_journal_unlocked(state).await;
+    assert!(journal_lines(state) > parts, "{} journal lines", journal_lines(state));
+}
+
+/// The resume checks that any server can run: a cancelled put resumed by a new store; a journal entry for other
+/// bytes under the key not reused; a journaled upload aborted on the server meanwhile started over. `new_store`
+/// makes a store with a journal under `state`; `server` (s3s-fs only) also lets the request log be checked.
+async fn resume_checks(new_store: impl Fn() -> S3Store, state: &std::path::Path, server: Option<&S3Server>) {
+    let n_requests = || server.map_or(0, |s| s.requests().len());
+    // The part numbers uploaded since request `from`. A set: the part that was in flight when a put was cancelled
+    // may still reach the server (the HTTP connection task lives on) and show up once more.
+    let parts_sent = |from: usize| {
+        server.map(|s| s.requests()[from..].iter().filter_map(part_number).collect::<std::collections::BTreeSet<_>>())
+    };
+    let a = pattern(40 * MIB, 40);
+    let b = pattern(40 * MIB, 41);
+
+    // 1. A cancelled put, resumed by the next store: only the missing parts go up.
+    interrupt_put(new_store(), "resume/a", a.clone(), state, 3).await;
+    let from = n_requests();
+    let store = new_store();
+    assert_eq!(store.put("resume/a", a.clone(), PutMode::Create).await.unwrap(), PutOutcome::Written);
+    let resumed = store.resumed_parts() as usize;
+    assert!(resumed >= 3, "{resumed} parts resumed");
+    if let Some(sent) = parts_sent(from) {
+        assert_eq!(sent, (resumed as u32 + 1..=8).collect(), "only the missing parts are uploaded");
+    }
+    assert!(store.get("resume/a").await.unwrap() == a, "the resumed object differs");
+    assert!(journal_entries(state).is_empty(), "the entry is removed");
+
+    // 2. A journal entry for other bytes under the key is not reused: the stale upload is aborted, all parts go up.
+    interrupt_put(new_store(), "resume/b", a.clone(), state, 2).await;
+    let saved = journal_entries(state).into_iter().map(|p| (std::fs::read(&p).unwrap(), p)).collect::<Vec<_>>();
+    let from = n_requests();
+    let store = new_store();
+    assert_eq!(store.put("resume/b", b.clone(), PutMode::Overwrite).await.unwrap(), PutOutcome::Written);
+    assert_eq!(store.resumed_parts(), 0);
+    if let (Some(sent), Some(server)) = (parts_sent(from), server) {
+        assert_eq!(sent, (1..=8).collect());
+        assert_eq!(server.requests()[from..].iter().filter(|r| is_abort(r)).count(), 1, "the stale upload is aborted");
+    }
+    assert!(store.get("resume/b").await.unwrap() == b, "other bytes were reused");
+    assert!(journal_entries(state).is_empty());
+
+    // 3. The entry of step 2 again: its upload was aborted on the server meanwhile, so the put starts over.
+    for (content, path) in &saved {
+        std::fs::write(path, content).unwrap();
+    }
+    let from = n_requests();
+    let store = new_store();
+    assert_eq!(store.put("resume/b", a.clone(), PutMode::Overwrite).await.unwrap(), PutOutcome::Written);
+    assert_eq!(store.resumed_parts(), 0);
+    if let Some(sent) = parts_sent(from) {
+        assert_eq!(sent, (1..=8).collect());
+    }
+    assert!(store.get("resume/b").await.unwrap() == a);
+    assert!(journal_entries(state).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_checks_against_s3s_fs() -> anyhow::Result<()> {
+    let server = S3Server::start().await?;
+    let state = tempfile::tempdir()?;
+    let config = resuming_config(server.config(), state.path());
+    resume_checks(|| server.s3_store_with("rc", config.clone()), state.path(), Some(&server)).await;
+    assert_eq!(leftover_uploads(&server), Vec::<String>::new(), "every upload completed or was aborted");
+    Ok(())
+}
+
+/// The same checks against Ceph RGW, when one is running (`scripts/ceph-rgw.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_checks_against_ceph_rgw() -> anyhow::Result<()> {
+    let Some((bucket, config)) = server::rgw_from_env() else {
+        eprintln!(
+            "SKIPPED resume_checks_against_ceph_rgw: MOVER_TEST_RGW_ENDPOINT is not set (see scripts/ceph-rgw.sh)"
+        );
+        return Ok(());
+    };
+    let state = tempfile::tempdir()?;
+    let config = resuming_config(config, state.path());
+    let location = S3Location { bucket, prefix: format!("resume-{}", std::process::id()) };
+    let setup = S3Store::new(location.clone(), S3Config { skip_bucket_check: true, ..config.clone() })?;
+    setup.create_bucket_if_missing().await?;
+    resume_checks(|| S3Store::new(location.clone(), config.clone()).unwrap(), state.path(), None).await;
+    for o in setup.list("").await? {
+        setup.delete(&o.key).await?;
+    }
+    Ok(())
+}

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 
 pub mod conformance;
 mod counting;
+#[cfg(feature = "s3")]
+mod journal;
 mod local;
 mod memory;
 mod retry;

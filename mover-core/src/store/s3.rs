@@ -3,7 +3,9 @@
 //! ```text
 //!  Store::put ──► small (≤ threshold): PutObject [If-None-Match: *]
 //!             └─► large:  CreateMultipartUpload ─► UploadPart × n (bounded) ─► CompleteMultipartUpload [If-None-Match: *]
-//!                                                         └── on any failure or drop: AbortMultipartUpload
+//!                         (or resume a journaled      │ each acknowledged part ──► journal (state dir, fsync)
+//!                          upload: ListParts)         └── on failure or drop: AbortMultipartUpload (no journal), or
+//!                                                          left in the journal for the next put to resume
 //! ```
 //!
 //! Configuration is the AWS way: the standard credential chain and `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
@@ -17,17 +19,29 @@
 //! a multipart upload: each of its requests (create, every part, complete) is retried here with the same
 //! [`super::Backoff`] code and its own [`S3Config::part_retry`], because retrying a multi-GiB upload from scratch
 //! for one failed part would rarely finish under a steady low fault rate. When the upload still fails, it is
-//! aborted and the error goes up, so `RetryStore` may retry the whole put.
+//! aborted and the error goes up, so `RetryStore` may retry the whole put — unless it is journaled.
+//!
+//! **Resuming** ([`S3Config::state_dir`]): each multipart upload is recorded in a local journal (upload id, part
+//! size, length and BLAKE3 of the object; number, size, ETag and BLAKE3 of every part S3 acknowledged). A journaled
+//! upload that fails with a transient error, is cancelled, or whose process dies, is not aborted: the next put of
+//! the same bytes under the same key (a retry by `RetryStore`, or the next run: large blobs live under keys derived
+//! from their content) checks the entry against its own bytes and against ListParts, uploads only the missing parts
+//! and completes. Anything that does not match starts the upload over (aborting the stale one, best effort); a
+//! resumed upload that fails for good is started over once. Creates refused because the object exists, and
+//! permanent failures, are aborted and their entries removed.
 //!
 //! Known server quirks handled here: Ceph RGW returns an empty ETag from CompleteMultipartUpload (the ETag is not
 //! needed and not checked); s3s-fs reports a missing bucket as `NoSuchKey` (the bucket is checked with HeadBucket
-//! before the first request, so a missing bucket is a configuration error and never a missing object); s3s-fs has
-//! no ListMultipartUploads (not used: resuming uploads across restarts is not implemented).
+//! before the first request, so a missing bucket is a configuration error and never a missing object); s3s-fs
+//! lists no ETags in ListParts (the size decides there) and lists an unknown upload as one without parts (never
+//! resumed: nothing to gain); s3s-fs has no ListMultipartUploads (not used: the journal knows the upload ids).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,6 +59,7 @@ use serde::Deserialize;
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 
+use super::journal::{Journal, JournalEntry, PartRecord, Recorded, UploadRecord};
 use super::retry::{Backoff, RetryConfig as StoreRetryConfig};
 use super::{ObjectMeta, PutMode, PutOutcome, Store, validate_key};
 use crate::error::{Error, ErrorKind, Result};
@@ -117,6 +132,10 @@ pub struct S3Config {
     /// Retries of the requests inside one multipart upload (create, each part, complete); `None`: 5 attempts,
     /// 200 ms doubling to at most 5 s. Whole operations are retried by [`super::RetryStore`], not here.
     pub part_retry: Option<StoreRetryConfig>,
+    /// A local directory for state that outlives the process: with it, multipart uploads are journaled there and
+    /// an interrupted upload is resumed by the next put of the same bytes under the same key (see the module docs);
+    /// `None`: no journal, and a failed upload is aborted at once.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for S3Config {
@@ -137,6 +156,7 @@ impl fmt::Debug for S3Config {
             .field("attempt_timeout_secs", &self.attempt_timeout_secs)
             .field("skip_bucket_check", &self.skip_bucket_check)
             .field("part_retry", &self.part_retry)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -236,6 +256,10 @@ struct Inner {
     part_backoff: Backoff,
     /// For `describe()`: the explicit endpoint, without credentials.
     endpoint_shown: Option<String>,
+    /// Multipart uploads in progress, for resuming them (`S3Config::state_dir`).
+    journal: Option<Journal>,
+    /// Parts not uploaded again because a journaled upload was resumed.
+    resumed_parts: AtomicU64,
 }
 
 impl fmt::Debug for S3Store {
@@ -287,11 +311,13 @@ impl S3Store {
             inner: Arc::new(Inner {
                 location,
                 tuning: Tuning { part_size, multipart_threshold },
-                config,
                 client: OnceCell::new(),
                 permits: Semaphore::new(max_in_flight),
                 part_backoff,
                 endpoint_shown,
+                journal: config.state_dir.as_deref().map(Journal::new),
+                resumed_parts: AtomicU64::new(0),
+                config,
             }),
         })
     }
@@ -311,6 +337,12 @@ impl S3Store {
     /// Where the store writes.
     pub fn location(&self) -> &S3Location {
         &self.inner.location
+    }
+
+    /// Parts that were not uploaded again because an interrupted upload was resumed from the journal (since this
+    /// store was created).
+    pub fn resumed_parts(&self) -> u64 {
+        self.inner.resumed_parts.load(Ordering::Relaxed)
     }
 
     /// Create the bucket if it does not exist yet (for test servers and first-time setup).
@@ -390,21 +422,274 @@ impl S3Store {
 
     async fn put_multipart(&self, full_key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
         let part_size = part_size_for(data.len() as u64, self.inner.tuning.part_size)?;
+        let journal = self.open_journal(full_key).await;
         // A create of an existing large object: do not upload gigabytes to have them refused at the end.
         if mode == PutMode::Create && self.head_full(full_key).await?.is_some() {
+            if let Some(entry) = &journal {
+                // A journaled upload of this key is finished with: it completed before a crash that came ahead of
+                // the entry's removal, or another writer's object is there.
+                self.forget_journaled(entry, full_key).await;
+            }
             return Ok(PutOutcome::AlreadyExists);
         }
         let client = self.client().await?.clone();
-        let bucket = self.inner.location.bucket.clone();
+        match journal {
+            Some(entry) => self.put_journaled(&client, full_key, data, part_size, mode, &entry).await,
+            None => self.put_unjournaled(&client, full_key, data, part_size, mode).await,
+        }
+    }
+
+    /// A multipart upload that is aborted when it fails or is cancelled (no state directory, or the journal entry
+    /// is held by another put of the same key).
+    async fn put_unjournaled(
+        &self,
+        client: &Client,
+        full_key: &str,
+        data: Bytes,
+        part_size: u64,
+        mode: PutMode,
+    ) -> Result<PutOutcome> {
+        let upload_id = self.create_upload(client, full_key).await?;
+        let mut guard = AbortGuard::new(client, &self.inner.location.bucket, full_key, &upload_id);
+        let result =
+            self.upload_parts_and_complete(client, full_key, &upload_id, data, part_size, mode, Vec::new(), None).await;
+        guard.armed = false;
+        if !matches!(result, Ok(PutOutcome::Written)) {
+            // Refused by If-None-Match, or failed: abort now and wait for it, so that nothing is left behind.
+            self.abort_upload(client, full_key, &upload_id).await;
+        }
+        result
+    }
+
+    /// A multipart upload recorded in the journal: a recorded upload of the same bytes is resumed, the parts are
+    /// recorded as S3 acknowledges them, and an upload that fails with a transient error (or is cancelled) is left
+    /// for the next put to resume.
+    async fn put_journaled(
+        &self,
+        client: &Client,
+        full_key: &str,
+        data: Bytes,
+        part_size: u64,
+        mode: PutMode,
+        entry: &JournalEntry,
+    ) -> Result<PutOutcome> {
         let url = self.url(full_key);
-        let upload_id = self
-            .inner
+        let len = data.len() as u64;
+        let hashes = hash_parts(data.clone(), part_size).await?;
+        let mut may_resume = true;
+        loop {
+            let resumed = match may_resume {
+                true => self.resumable(client, entry, full_key, len, part_size, &hashes).await,
+                false => None,
+            };
+            let (upload_id, done, journaled) = match resumed {
+                Some((upload_id, done)) => (upload_id, done, true),
+                None => {
+                    let upload_id = self.create_upload(client, full_key).await?;
+                    let bucket = &self.inner.location.bucket;
+                    let header = UploadRecord::new(bucket, full_key, &upload_id, part_size, len, &hashes.whole);
+                    let journaled = match entry.begin(header).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, %url, "cannot journal the upload: it will not be resumable");
+                            false
+                        }
+                    };
+                    (upload_id, Vec::new(), journaled)
+                }
+            };
+            let resumed = !done.is_empty();
+            if resumed {
+                let n_parts = hashes.parts.len();
+                self.inner.resumed_parts.fetch_add(done.len() as u64, Ordering::Relaxed);
+                tracing::info!(%url, upload_id, resumed_parts = done.len(), n_parts, "resuming an interrupted multipart upload");
+            }
+            // A journaled upload that is cancelled is left to the journal, to be resumed, rather than aborted.
+            let mut guard = AbortGuard::new(client, &self.inner.location.bucket, full_key, &upload_id);
+            guard.armed = !journaled;
+            let record = journaled.then_some((entry, hashes.parts.as_slice()));
+            let result = self
+                .upload_parts_and_complete(client, full_key, &upload_id, data.clone(), part_size, mode, done, record)
+                .await;
+            guard.armed = false;
+            match &result {
+                Ok(PutOutcome::Written) => {}
+                Ok(PutOutcome::AlreadyExists) => self.abort_upload(client, full_key, &upload_id).await,
+                Err(e) if journaled && e.kind() == ErrorKind::Transient => {
+                    tracing::info!(%url, upload_id, "multipart upload failed; it stays in the journal to be resumed");
+                    return result;
+                }
+                Err(e) if resumed => {
+                    // Something about the resumed upload is wrong (gone meanwhile, a part refused): never the same
+                    // way twice. Start over, once.
+                    tracing::warn!(error = %e, %url, upload_id, "the resumed upload failed: starting over");
+                    self.abort_upload(client, full_key, &upload_id).await;
+                    may_resume = false;
+                    continue;
+                }
+                Err(_) => self.abort_upload(client, full_key, &upload_id).await,
+            }
+            if let Err(e) = entry.remove().await {
+                tracing::warn!(error = %e, "the stale journal entry is ignored by the next put");
+            }
+            return result;
+        }
+    }
+
+    /// The journal entry of `full_key`, locked for this put; `None` without a state directory, when another put of
+    /// the key holds it, or when the journal cannot be used (then the put goes on without it).
+    async fn open_journal(&self, full_key: &str) -> Option<JournalEntry> {
+        let journal = self.inner.journal.as_ref()?;
+        match journal.open_entry(&self.inner.location.bucket, full_key).await {
+            Ok(Some(entry)) => Some(entry),
+            Ok(None) => {
+                tracing::debug!(url = %self.url(full_key), "another put of this key holds its upload journal entry");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "uploading without the journal: an interruption will not be resumable");
+                None
+            }
+        }
+    }
+
+    /// Abort the upload recorded in `entry` (best effort) and remove the entry.
+    async fn forget_journaled(&self, entry: &JournalEntry, full_key: &str) {
+        if let Ok(Some(recorded)) = entry.load().await
+            && recorded.upload.bucket == self.inner.location.bucket
+            && recorded.upload.key == full_key
+        {
+            let client = match self.client().await {
+                Ok(c) => c.clone(),
+                Err(_) => return,
+            };
+            self.abort_upload(&client, full_key, &recorded.upload.upload_id).await;
+        }
+        if let Err(e) = entry.remove().await {
+            tracing::warn!(error = %e, "the stale journal entry is ignored by the next put");
+        }
+    }
+
+    /// The upload in the journal entry and the parts of it that need not be uploaded again, when the entry is for
+    /// these bytes cut in these parts and the server still has the upload with those parts; otherwise `None` (the
+    /// stale upload is aborted, best effort) and the put starts over.
+    async fn resumable(
+        &self,
+        client: &Client,
+        entry: &JournalEntry,
+        full_key: &str,
+        len: u64,
+        part_size: u64,
+        hashes: &PartHashes,
+    ) -> Option<(String, Vec<CompletedPart>)> {
+        let url = self.url(full_key);
+        let recorded = match entry.load().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the upload over");
+                return None;
+            }
+        };
+        let upload_id = recorded.upload.upload_id.clone();
+        if recorded.upload.bucket != self.inner.location.bucket || recorded.upload.key != full_key {
+            tracing::warn!(%url, "the journal entry is for another object: starting over");
+            return None;
+        }
+        let parts = match usable_parts(&recorded, len, part_size, hashes) {
+            Ok(parts) => parts,
+            Err(why) => {
+                tracing::info!(%url, upload_id, "not resuming the journaled upload: {why}; starting over");
+                self.abort_upload(client, full_key, &upload_id).await;
+                return None;
+            }
+        };
+        let listed = match self.list_parts(client, full_key, &upload_id).await {
+            Ok(Some(listed)) => listed,
+            Ok(None) => {
+                tracing::info!(%url, upload_id, "the journaled upload is gone from the server: starting over");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %url, upload_id, "cannot list the journaled upload's parts: starting over");
+                self.abort_upload(client, full_key, &upload_id).await;
+                return None;
+            }
+        };
+        // A part counts as there only when the server lists it with the recorded size and ETag (s3s-fs lists no
+        // ETags: then the size decides, and CompleteMultipartUpload checks the recorded ETags on S3 and RGW).
+        let done: Vec<CompletedPart> = parts
+            .into_iter()
+            .filter(|p| {
+                listed
+                    .get(&p.part)
+                    .is_some_and(|l| l.size == Some(p.size) && l.e_tag.as_deref().is_none_or(|t| same_etag(t, &p.etag)))
+            })
+            .map(|p| CompletedPart::builder().part_number(p.part).e_tag(&p.etag).build())
+            .collect();
+        if done.is_empty() {
+            // Nothing to gain, and s3s-fs lists an unknown upload as one without parts.
+            tracing::info!(%url, upload_id, "no part of the journaled upload is usable: starting over");
+            self.abort_upload(client, full_key, &upload_id).await;
+            return None;
+        }
+        Some((upload_id, done))
+    }
+
+    /// The parts the server has of an upload; `None` when the upload does not exist (`NoSuchUpload`).
+    async fn list_parts(
+        &self,
+        client: &Client,
+        full_key: &str,
+        upload_id: &str,
+    ) -> Result<Option<HashMap<i32, ListedPart>>> {
+        let url = self.url(full_key);
+        self.inner
+            .part_backoff
+            .run("listing the parts of", &url, || async {
+                let mut listed = HashMap::new();
+                let mut marker: Option<String> = None;
+                loop {
+                    let _permit = self.permit().await;
+                    let page = match client
+                        .list_parts()
+                        .bucket(&self.inner.location.bucket)
+                        .key(full_key)
+                        .upload_id(upload_id)
+                        .max_parts(LIST_PAGE)
+                        .set_part_number_marker(marker.take())
+                        .send()
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(e) if status_of(&e) == Some(404) => return Ok(None),
+                        Err(e) => return Err(map_sdk_error(format!("listing the parts of {url}"), e)),
+                    };
+                    for p in page.parts() {
+                        let Some(n) = p.part_number() else { continue };
+                        let size = p.size().and_then(|s| u64::try_from(s).ok());
+                        let e_tag = p.e_tag().filter(|t| !t.is_empty()).map(str::to_string);
+                        listed.insert(n, ListedPart { size, e_tag });
+                    }
+                    match page.next_part_number_marker() {
+                        Some(m) if page.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                        _ => break,
+                    }
+                }
+                Ok(Some(listed))
+            })
+            .await
+    }
+
+    async fn create_upload(&self, client: &Client, full_key: &str) -> Result<String> {
+        let url = self.url(full_key);
+        self.inner
             .part_backoff
             .run("starting multipart upload of", &url, || async {
                 let _permit = self.permit().await;
                 let out = client
                     .create_multipart_upload()
-                    .bucket(&bucket)
+                    .bucket(&self.inner.location.bucket)
                     .key(full_key)
                     .send()
                     .await
@@ -413,32 +698,27 @@ impl S3Store {
                     Error::new(ErrorKind::Other, format!("{url}: CreateMultipartUpload returned no upload id"))
                 })
             })
-            .await?;
-        let mut guard = AbortGuard {
-            client: client.clone(),
-            bucket: bucket.clone(),
-            key: full_key.to_string(),
-            upload_id: upload_id.clone(),
-            armed: true,
-        };
-        let result = self.upload_parts_and_complete(&client, full_key, &upload_id, data, part_size, mode).await;
-        guard.armed = false;
-        if !matches!(result, Ok(PutOutcome::Written)) {
-            // Refused by If-None-Match, or failed: abort now and wait for it, so that nothing is left behind.
-            let _permit = self.permit().await;
-            match client.abort_multipart_upload().bucket(&bucket).key(full_key).upload_id(&upload_id).send().await {
-                Ok(_) => {}
-                // Already gone (a completion whose answer was lost, then refused on retry).
-                Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => {
-                    let e = map_sdk_error(format!("aborting multipart upload of {url}"), e);
-                    tracing::warn!(error = %e, "the upload's parts stay until a lifecycle rule removes them");
-                }
-            }
-        }
-        result
+            .await
     }
 
+    /// Abort an upload and wait for it (best effort: a failure is logged).
+    async fn abort_upload(&self, client: &Client, full_key: &str, upload_id: &str) {
+        let _permit = self.permit().await;
+        let bucket = &self.inner.location.bucket;
+        match client.abort_multipart_upload().bucket(bucket).key(full_key).upload_id(upload_id).send().await {
+            Ok(_) => {}
+            // Already gone (a completion whose answer was lost, then refused on retry; a journaled upload aborted).
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => {
+                let e = map_sdk_error(format!("aborting multipart upload of {}", self.url(full_key)), e);
+                tracing::warn!(error = %e, "the upload's parts stay until a lifecycle rule removes them");
+            }
+        }
+    }
+
+    /// Upload the parts that are not in `done`, then complete. With `journal`, each acknowledged part is recorded
+    /// (with the BLAKE3 of its bytes from the slice, by part index) before the upload goes on.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_parts_and_complete(
         &self,
         client: &Client,
@@ -447,16 +727,24 @@ impl S3Store {
         data: Bytes,
         part_size: u64,
         mode: PutMode,
+        done: Vec<CompletedPart>,
+        mut journal: Option<(&JournalEntry, &[blake3::Hash])>,
     ) -> Result<PutOutcome> {
         let url = self.url(full_key);
         let len = data.len() as u64;
         let n_parts = len.div_ceil(part_size).max(1);
+        let skip: HashSet<i32> = done.iter().filter_map(|p| p.part_number()).collect();
         let mut parts: Vec<CompletedPart> = Vec::with_capacity(n_parts as usize);
+        parts.extend(done);
         let mut tasks = JoinSet::new();
         let mut next = 0u64;
         let in_flight = PARTS_IN_FLIGHT.min(self.inner.config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT));
         loop {
             while next < n_parts && tasks.len() < in_flight {
+                if skip.contains(&((next + 1) as i32)) {
+                    next += 1;
+                    continue;
+                }
                 let start = next * part_size;
                 let end = (start + part_size).min(len);
                 let body = data.slice(start as usize..end as usize);
@@ -467,6 +755,7 @@ impl S3Store {
                 let upload_id = upload_id.to_string();
                 tasks.spawn(async move {
                     let what = format!("part {part_number} of {}", store.url(&key));
+                    let size = body.len() as u64;
                     store
                         .inner
                         .part_backoff
@@ -474,13 +763,28 @@ impl S3Store {
                             store.upload_part(&client, &key, &upload_id, part_number, body.clone(), &what)
                         })
                         .await
+                        .map(|part| (part, size))
                 });
                 next += 1;
             }
             let Some(done) = tasks.join_next().await else { break };
             // The first failure ends the upload; dropping the JoinSet cancels the other parts.
-            let part =
+            let (part, size) =
                 done.map_err(|e| Error::new(ErrorKind::Other, format!("{url}: part upload task failed: {e}")))??;
+            if let Some((entry, hashes)) = journal
+                && let Some(n) = part.part_number()
+            {
+                let record = PartRecord {
+                    part: n,
+                    size,
+                    etag: part.e_tag().unwrap_or_default().to_string(),
+                    blake3: hashes[(n - 1) as usize].to_hex().to_string(),
+                };
+                if let Err(e) = entry.record_part(record).await {
+                    tracing::warn!(error = %e, %url, "parts are no longer journaled: a resume would upload them again");
+                    journal = None;
+                }
+            }
             parts.push(part);
         }
         parts.sort_by_key(|p| p.part_number());
@@ -603,6 +907,19 @@ struct AbortGuard {
     armed: bool,
 }
 
+impl AbortGuard {
+    /// An armed guard.
+    fn new(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Self {
+        AbortGuard {
+            client: client.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            armed: true,
+        }
+    }
+}
+
 impl Drop for AbortGuard {
     fn drop(&mut self) {
         if !self.armed {
@@ -614,6 +931,65 @@ impl Drop for AbortGuard {
             let _ = req.send().await;
         });
     }
+}
+
+/// What ListParts says of one part.
+#[derive(Debug)]
+struct ListedPart {
+    size: Option<u64>,
+    e_tag: Option<String>,
+}
+
+/// BLAKE3 of a whole object and of each of its parts.
+#[derive(Debug)]
+struct PartHashes {
+    whole: blake3::Hash,
+    parts: Vec<blake3::Hash>,
+}
+
+/// Hash an object and its parts off the async workers.
+async fn hash_parts(data: Bytes, part_size: u64) -> Result<PartHashes> {
+    tokio::task::spawn_blocking(move || PartHashes {
+        whole: blake3::hash(&data),
+        parts: data.chunks(part_size as usize).map(blake3::hash).collect(),
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Other, format!("hashing task failed: {e}")))
+}
+
+/// Whether two ETags are the same (ignoring the quotes some servers leave out).
+fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
+}
+
+/// The recorded parts of a journaled upload, when the upload was of an object of `len` bytes with these hashes,
+/// cut in parts of `part_size`; otherwise why it cannot be resumed.
+fn usable_parts<'a>(
+    recorded: &'a Recorded,
+    len: u64,
+    part_size: u64,
+    hashes: &PartHashes,
+) -> std::result::Result<Vec<&'a PartRecord>, &'static str> {
+    let upload = &recorded.upload;
+    if upload.len != len || upload.blake3 != hashes.whole.to_hex().as_str() {
+        return Err("it was of other bytes");
+    }
+    if upload.part_size != part_size {
+        return Err("it was cut in parts of another size");
+    }
+    recorded
+        .parts
+        .values()
+        .map(|p| {
+            let i =
+                usize::try_from(p.part - 1).ok().filter(|&i| i < hashes.parts.len()).ok_or("a part is out of range")?;
+            let size = part_size.min(len - i as u64 * part_size);
+            if p.size != size || p.blake3 != hashes.parts[i].to_hex().as_str() || p.etag.is_empty() {
+                return Err("a recorded part differs from the bytes to upload");
+            }
+            Ok(p)
+        })
+        .collect()
 }
 
 /// The endpoint the AWS environment variables configure for S3, if any (honouring
@@ -934,6 +1310,43 @@ mod tests {
                 .unwrap();
         assert_eq!(parsed.checksum_mode, ChecksumMode::WhenRequired);
         assert!(serde_json::from_str::<S3Config>(r#"{"endpoint":"x"}"#).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn journaled_parts_must_match_the_bytes() {
+        use std::collections::BTreeMap;
+        const PART: u64 = 5 << 20;
+        let data: Vec<u8> = (0..(12 << 20) as u32).map(|i| (i % 251) as u8).collect();
+        let len = data.len() as u64;
+        let hashes =
+            PartHashes { whole: blake3::hash(&data), parts: data.chunks(PART as usize).map(blake3::hash).collect() };
+        let part = |n: i32, size: u64| PartRecord {
+            part: n,
+            size,
+            etag: format!("\"e{n}\""),
+            blake3: hashes.parts[(n - 1) as usize].to_hex().to_string(),
+        };
+        let recorded = |upload: UploadRecord, parts: Vec<PartRecord>| Recorded {
+            upload,
+            parts: parts.into_iter().map(|p| (p.part, p)).collect::<BTreeMap<_, _>>(),
+        };
+        let header = UploadRecord::new("b", "k", "u", PART, len, &hashes.whole);
+        let good = recorded(header.clone(), vec![part(1, PART), part(3, 2 << 20)]);
+        assert_eq!(usable_parts(&good, len, PART, &hashes).unwrap().len(), 2);
+        // Other bytes, another length, another part size: nothing is reused.
+        let other = UploadRecord::new("b", "k", "u", PART, len, &blake3::hash(b"other"));
+        assert!(usable_parts(&recorded(other, vec![part(1, PART)]), len, PART, &hashes).is_err());
+        assert!(usable_parts(&good, len - 1, PART, &hashes).is_err());
+        assert!(usable_parts(&good, len, 6 << 20, &hashes).is_err());
+        // A part whose size, hash or number does not fit the bytes spoils the entry.
+        assert!(usable_parts(&recorded(header.clone(), vec![part(3, PART)]), len, PART, &hashes).is_err());
+        let mut wrong_hash = part(2, PART);
+        wrong_hash.blake3 = hashes.parts[0].to_hex().to_string();
+        assert!(usable_parts(&recorded(header.clone(), vec![wrong_hash]), len, PART, &hashes).is_err());
+        let mut beyond = part(3, 2 << 20);
+        beyond.part = 4;
+        assert!(usable_parts(&recorded(header.clone(), vec![beyond]), len, PART, &hashes).is_err());
+        assert!(same_etag("\"abc\"", "abc") && !same_etag("\"abc\"", "\"abd\""));
     }
 
     #[test]
