@@ -19,12 +19,14 @@ use crate::store::{DynStore, PutMode};
 
 /// Prefix of dictionary objects.
 pub const DICT_PREFIX: &str = "dicts/";
-/// Largest dictionary trained (zstd's default maximum).
-pub const MAX_DICT_SIZE: usize = 112 * 1024;
+/// Largest dictionary trained. Segments of 512 KiB carry most of their own history: 64 KiB trained on 2,000
+/// samples stores the Enron sample as small as 112 KiB trained on 4,000 did (0.210 of source), in half the training
+/// time (about 0.1 s, paid once per destination).
+pub const MAX_DICT_SIZE: usize = 64 * 1024;
 /// Fewest header blocks worth training on.
 pub const MIN_SAMPLES: usize = 64;
 /// Most header blocks sampled.
-pub const MAX_SAMPLES: usize = 4000;
+pub const MAX_SAMPLES: usize = 2000;
 /// Most bytes read from the source for sampling.
 pub const SAMPLE_READ_BUDGET: usize = 8 << 20;
 
