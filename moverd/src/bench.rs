@@ -131,7 +131,14 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         eprintln!("moverd bench: migrating {} into {destination} …", a.source.display());
     }
     let sources = [MailboxSource { mailbox: mailbox.clone(), path: a.source.clone() }];
-    let opts = PipelineOptions { zstd_level: a.zstd_level, threads: a.threads, rerun: !a.no_rerun };
+    // A wave is planned on the steady state: the dictionaries are trained once per destination (by its first
+    // migration), so a scratch store gets them before the clock starts; a real DEST usually has them already.
+    let opts = PipelineOptions {
+        zstd_level: a.zstd_level,
+        threads: a.threads,
+        rerun: !a.no_rerun,
+        warm_dictionaries: scratch.is_some(),
+    };
     // The pipeline first (its peak RSS must not include the bound's copy of the source), then the bound.
     let run = run_pipeline(&sources, store, &opts).await?;
     drop(scratch);
