@@ -181,6 +181,32 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
         Ok(())
     })?);
 
+    // The same blobs as the pipeline compresses them: header blocks together, bodies together, in segments.
+    let segments: Vec<Vec<u8>> = {
+        let mut out = Vec::new();
+        for kind in [0, 1] {
+            let mut seg = Vec::new();
+            for p in src.pieces() {
+                let h = split::header_len(p);
+                let b = if kind == 0 { &p[..h] } else { &p[h..] };
+                if !seg.is_empty() && seg.len() + b.len() > mover_core::pack::SEGMENT_TARGET {
+                    out.push(std::mem::take(&mut seg));
+                }
+                seg.extend_from_slice(b);
+            }
+            out.push(seg);
+        }
+        out
+    };
+    let what = format!("compress::compress (zstd {level}) of the same blobs in 512 KiB segments of their kind");
+    out.push(timed("zstd-seg", &what, bytes, blob_count, min, || {
+        for s in &segments {
+            std::hint::black_box(compress::compress(s, level)?);
+        }
+        Ok(())
+    })?);
+    drop(segments);
+
     // Stored forms, for packing and storing (not timed).
     let stored: Vec<(ContentId, Vec<u8>, u64, Codec)> = blobs
         .iter()
