@@ -8,12 +8,13 @@
 //! ```
 //!
 //! For each corpus (a generated one always; the shared real corpora when `../shared/corpora` is present):
-//! 1. the source is read into memory and the **bound** is measured: BLAKE3 + zstd (same level, one frame per
-//!    message) over every message on the pipeline's number of threads, no I/O (see [`mover_core::bench`]);
+//! 1. the source is read into memory and the **bound** is measured: BLAKE3 of every message + zstd (same
+//!    level) of the messages in 512 KiB segments, on the pipeline's number of threads, no I/O (see [`mover_core::bench`]);
 //! 2. each **stage** is timed on one thread over the same bytes ([`stages`]);
 //! 3. the **pipeline** migrates the corpus into a fresh local-directory store **in a child process** (so its peak
 //!    RSS is its own), then migrates it again with nothing changed (the re-run time); then the same into an
-//!    in-memory store, which separates the pipeline's own cost from the store's;
+//!    in-memory store, which separates the pipeline's own cost from the store's, and into a local store that
+//!    already has its dictionaries (the steady state of a destination);
 //! 4. the bound is measured again, and the faster of the two is used: noise only slows a bound down, so the ratio
 //!    is conservative;
 //! 5. restic and `tar | zstd` run on the same files, when installed ([`reference`]).

@@ -5,9 +5,10 @@
 //!
 //! ```text
 //!  source ──► split ──► mime ──► index (dedupe) ──► compress ──► pack ──► store
-//!  (Maildir,  (header   (attach-  (BLAKE3 content   (zstd,       (packs    (local dir │ S3 │ memory;
-//!   mbox)      block,    ments     ids, one blob    dictionary   + index)   retry, counting wrappers)
-//!              body)     decoded)  per destination)  for headers)
+//!  (Maildir,  (header   (attach-  (BLAKE3 content   (zstd,       (segments (local dir │ S3 │ memory;
+//!   mbox)      block,    ments     ids, one blob    dictionaries of small   retry, counting wrappers)
+//!              body)     decoded)  per destination)  for headers  blobs, + index)
+//!                                                    and bodies)
 //!                                                      manifest: what a mailbox is, committed after its packs
 //!                                                      restore: replay a manifest, checking every hash
 //! ```
