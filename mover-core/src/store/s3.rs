@@ -716,6 +716,30 @@ impl S3Store {
         }
     }
 
+    /// Record an acknowledged part in the journal, if there is one; a journal that cannot be written is dropped (a
+    /// resume would then upload those parts again).
+    async fn journal_part(
+        journal: &mut Option<(&JournalEntry, &[blake3::Hash])>,
+        part: &CompletedPart,
+        size: u64,
+        url: &str,
+    ) {
+        if let Some((entry, hashes)) = *journal
+            && let Some(n) = part.part_number()
+        {
+            let record = PartRecord {
+                part: n,
+                size,
+                etag: part.e_tag().unwrap_or_default().to_string(),
+                blake3: hashes[(n - 1) as usize].to_hex().to_string(),
+            };
+            if let Err(e) = entry.record_part(record).await {
+                tracing::warn!(error = %e, %url, "parts are no longer journaled: a resume would upload them again");
+                *journal = None;
+            }
+        }
+    }
+
     /// Upload the parts that are not in `done`, then complete. With `journal`, each acknowledged part is recorded
     /// (with the BLAKE3 of its bytes from the slice, by part index) before the upload goes on.
     #[allow(clippy::too_many_arguments)]
@@ -768,23 +792,24 @@ impl S3Store {
                 next += 1;
             }
             let Some(done) = tasks.join_next().await else { break };
-            // The first failure ends the upload; dropping the JoinSet cancels the other parts.
-            let (part, size) =
-                done.map_err(|e| Error::new(ErrorKind::Other, format!("{url}: part upload task failed: {e}")))??;
-            if let Some((entry, hashes)) = journal
-                && let Some(n) = part.part_number()
-            {
-                let record = PartRecord {
-                    part: n,
-                    size,
-                    etag: part.e_tag().unwrap_or_default().to_string(),
-                    blake3: hashes[(n - 1) as usize].to_hex().to_string(),
-                };
-                if let Err(e) = entry.record_part(record).await {
-                    tracing::warn!(error = %e, %url, "parts are no longer journaled: a resume would upload them again");
-                    journal = None;
+            let done = done
+                .map_err(|e| Error::new(ErrorKind::Other, format!("{url}: part upload task failed: {e}")))
+                .flatten();
+            let (part, size) = match done {
+                Ok(p) => p,
+                Err(e) => {
+                    // The first failure ends the upload, but the parts already on the wire are let finish (and
+                    // journaled when they succeed): a part request the server handles after the abort would leave
+                    // a part behind, and a resume can use them.
+                    while let Some(other) = tasks.join_next().await {
+                        if let Ok(Ok((part, size))) = other {
+                            Self::journal_part(&mut journal, &part, size, &url).await;
+                        }
+                    }
+                    return Err(e);
                 }
-            }
+            };
+            Self::journal_part(&mut journal, &part, size, &url).await;
             parts.push(part);
         }
         parts.sort_by_key(|p| p.part_number());
