@@ -525,6 +525,21 @@ fn mib(n: u64) -> String {
     format!("{:.0} MiB", n as f64 / (1 << 20) as f64)
 }
 
+/// One row of the end-to-end table.
+fn print_run(label: &str, run: &PipelineRun, ratio_to_bound: f64) {
+    println!(
+        "   {:<22} {:>8.1} {:>9.0} {:>9.2} {:>7.3} {:>6.2}x {:>9} {:>7.2}s",
+        label,
+        run.mb_s,
+        run.messages_per_s,
+        ratio_to_bound,
+        run.stored_ratio,
+        run.dedupe_ratio,
+        run.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
+        run.rerun_seconds.unwrap_or(f64::NAN)
+    );
+}
+
 fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
     println!();
     println!("== {} — {}", r.name, r.description);
@@ -552,41 +567,9 @@ fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
         "   {:<22} {:>8} {:>9} {:>9} {:>7} {:>7} {:>9} {:>8}",
         "end to end", "MB/s", "msgs/s", "÷bound", "stored", "dedupe", "peak RSS", "re-run"
     );
-    println!(
-        "   {:<22} {:>8.1} {:>9.0} {:>9.2} {:>7.3} {:>6.2}x {:>9} {:>7.2}s",
-        "mover → local store",
-        p.mb_s,
-        p.messages_per_s,
-        r.ratio_to_bound,
-        p.stored_ratio,
-        p.dedupe_ratio,
-        p.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
-        p.rerun_seconds.unwrap_or(f64::NAN)
-    );
-    let w = &r.pipeline_warm;
-    println!(
-        "   {:<22} {:>8.1} {:>9.0} {:>9.2} {:>7.3} {:>6.2}x {:>9} {:>7.2}s",
-        "… dictionaries present",
-        w.mb_s,
-        w.messages_per_s,
-        r.ratio_to_bound_warm,
-        w.stored_ratio,
-        w.dedupe_ratio,
-        w.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
-        w.rerun_seconds.unwrap_or(f64::NAN)
-    );
-    let m = &r.pipeline_memory;
-    println!(
-        "   {:<22} {:>8.1} {:>9.0} {:>9.2} {:>7.3} {:>6.2}x {:>9} {:>7.2}s",
-        "mover → memory store",
-        m.mb_s,
-        m.messages_per_s,
-        r.ratio_to_bound_memory,
-        m.stored_ratio,
-        m.dedupe_ratio,
-        m.peak_rss.map(mib).unwrap_or_else(|| "-".into()),
-        m.rerun_seconds.unwrap_or(f64::NAN)
-    );
+    print_run("mover → local store", p, r.ratio_to_bound);
+    print_run("… dictionaries present", &r.pipeline_warm, r.ratio_to_bound_warm);
+    print_run("mover → memory store", &r.pipeline_memory, r.ratio_to_bound_memory);
     for x in r.restic.iter().chain(r.tar_zstd.iter()) {
         println!(
             "   {:<22} {:>8.1} {:>9} {:>9} {:>7.3} {:>7} {:>9} {:>8}",
