@@ -182,8 +182,8 @@ pub struct MigrateArgs {
     /// across messages however they were wrapped; they are re-encoded byte for byte on restore).
     #[arg(long)]
     pub no_mime: bool,
-    /// Do not compress header blocks and small bodies with the destination's zstd dictionaries (trained on the
-    /// first migration into it and stored there).
+    /// Do not compress segments of header blocks and of bodies with the destination's zstd dictionaries (trained on
+    /// the first migration into it and stored there; they save about 1 % on small-message mailboxes).
     #[arg(long)]
     pub no_dictionary: bool,
     /// No progress display.
@@ -316,7 +316,8 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     let mut opts = MigrateOptions::new(mailbox);
     opts.zstd_level = a.zstd_level;
     opts.pack_target = a.pack_size as usize;
-    opts.segment_target = a.segment_size as usize;
+    // A pack holds at least one segment: a small --pack-size brings the segment size down with it.
+    opts.segment_target = a.segment_size.min(a.pack_size) as usize;
     opts.threads = a.threads;
     opts.read.mmap = !a.no_mmap;
     opts.mime = !a.no_mime;

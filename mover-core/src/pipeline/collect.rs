@@ -104,7 +104,7 @@ impl Packer {
                     self.close_segment(slot)?;
                 }
                 if self.open[slot].is_none() {
-                    self.make_room(self.segment_target)?;
+                    self.make_room(0)?;
                     let seg = self.writer().reserve();
                     self.open[slot] =
                         Some(OpenSegment { seg, raw: Vec::with_capacity(self.segment_target), blobs: Vec::new() });
@@ -125,17 +125,27 @@ impl Packer {
         Ok(loc)
     }
 
-    fn writer(&mut self) -> &mut PackWriter {
-        let target = self.pack_target;
-        self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), target))
+    /// Bytes a pack's buffer is allocated for: the target, plus room for every segment that may still be open or
+    /// compressing when the target is reached (a reallocation would double the memory the buffer holds).
+    fn pack_capacity(&self) -> usize {
+        self.pack_target + (KINDS + self.max_pending) * self.segment_target
     }
 
-    /// Seal the current pack first if `more` stored bytes would take it (with its open segments, counted raw) past
-    /// the pack target: a reallocation of its buffer would double the memory it holds.
+    fn writer(&mut self) -> &mut PackWriter {
+        let capacity = self.pack_capacity();
+        self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), capacity))
+    }
+
+    /// Seal the current pack first if it is full (its written, open and compressing segments, counted raw, reach
+    /// the pack target), or if `more` stored bytes would not fit its buffer.
     fn make_room(&mut self, more: usize) -> Result<()> {
         let open: usize = self.open.iter().flatten().map(|o| o.raw.len()).sum::<usize>()
             + self.pending.iter().map(|p| p.raw_len as usize).sum::<usize>();
-        if self.current.as_ref().is_some_and(|w| !w.is_empty() && w.len() + open + more > self.pack_target) {
+        let capacity = self.pack_capacity();
+        if self.current.as_ref().is_some_and(|w| {
+            let committed = w.len() + open;
+            !w.is_empty() && (committed >= self.pack_target || committed + more > capacity)
+        }) {
             self.seal()?;
         }
         Ok(())
