@@ -118,14 +118,14 @@ pub fn decompress(codec: Codec, stored: &[u8], raw_len: u64) -> Result<Vec<u8>> 
     }
 }
 
-/// A frame that records its content size must record `raw_len`: checked before `raw_len` bytes are allocated, so a
-/// damaged index cannot make a reader allocate what it claims.
+/// A frame must record its content size, and it must be `raw_len`: checked before `raw_len` bytes are allocated, so
+/// a damaged index cannot make a reader allocate what it claims (and indexes bound it by `pack::MAX_SEGMENT`).
 fn check_frame_size(stored: &[u8], raw_len: u64) -> Result<()> {
     match zstd::zstd_safe::get_frame_content_size(stored) {
         Ok(Some(n)) if n == raw_len => Ok(()),
         Ok(Some(n)) => Err(Error::corrupt(format!("zstd frame holds {n} bytes, expected {raw_len}"))),
-        Ok(None) if raw_len <= 1 << 30 => Ok(()),
-        Ok(None) => Err(Error::corrupt(format!("zstd frame of unknown size claimed to hold {raw_len} bytes"))),
+        // mover always records the size; a frame without it was not written by mover.
+        Ok(None) => Err(Error::corrupt("zstd frame without its content size")),
         Err(_) => Err(Error::corrupt("not a zstd frame")),
     }
 }

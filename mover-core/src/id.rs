@@ -85,10 +85,17 @@ impl PackId {
         PackId(id)
     }
 
-    /// The pack id of a large blob stored alone: derived from its content id.
-    pub fn for_large_blob(id: &ContentId) -> Self {
+    /// The pack id of a large blob stored alone: derived from its content id and from the stored bytes (and their
+    /// codec), so the same pack object always holds the same bytes: two hosts, or a run resumed after a crash, that
+    /// store the same blob the same way write the same object (and resume its multipart upload), while a blob stored
+    /// differently (another zstd level or build) gets another object instead of an index that does not match it.
+    pub fn for_large_blob(id: &ContentId, stored: &[u8], codec: u8) -> Self {
+        let mut h = blake3::Hasher::new_derive_key("mover large blob pack v2");
+        h.update(id.as_bytes());
+        h.update(&[codec]);
+        h.update(blake3::hash(stored).as_bytes());
         let mut out = [0u8; 16];
-        out.copy_from_slice(&blake3::derive_key("mover large blob pack v1", id.as_bytes())[..16]);
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         PackId(out)
     }
 

@@ -37,6 +37,9 @@ pub const TABLE_MAGIC: &[u8; 8] = b"MVTBL002";
 /// 0.219, 512 KiB 0.210, 1 MiB 0.199 (`tar | zstd -3`: 0.213). Reading one message back decompresses at most one
 /// segment: about half a millisecond for 512 KiB.
 pub const SEGMENT_TARGET: usize = 512 * 1024;
+/// The largest segment the format allows (a large blob is a segment of its own, and blobs are at most this large:
+/// `MigrateOptions::max_blob` is bounded by it). Readers refuse larger claims before allocating anything.
+pub const MAX_SEGMENT: u64 = 64 << 20;
 
 const SEGMENT_LEN: usize = 8 + 8 + 8 + 1;
 const ENTRY_LEN: usize = 4 + 8 + 8;
@@ -276,6 +279,9 @@ fn decode(pack: PackId, data: &[u8], with_ids: bool) -> Result<PackIndex> {
         if offset.checked_add(len).is_none() {
             return Err(bad("segment out of range"));
         }
+        if raw_len > MAX_SEGMENT || len > MAX_SEGMENT + MAX_SEGMENT / 8 {
+            return Err(bad("segment larger than the format allows"));
+        }
         segments.push(Segment { offset, len, raw_len, codec: Codec::from_u8(body[at + 24])? });
     }
     let (segs, offs, lens, ids) = {
@@ -453,6 +459,21 @@ mod tests {
         for n in 0..sealed.data.len() {
             let _ = index_from_pack(sealed.id, &sealed.data[..n], &no_dict);
         }
+    }
+
+    /// A forged index claiming a huge segment is refused before anything is allocated; so is a large-blob pack id
+    /// reused for other stored bytes (the id is derived from them).
+    #[test]
+    fn claims_are_bounded() {
+        let pack = PackId::fresh();
+        let huge = Segment { offset: 8, len: 100, raw_len: MAX_SEGMENT + 1, codec: Codec::Zstd };
+        let forged = PackIndex { pack, segments: vec![huge], entries: Vec::new() };
+        let e = decode_index(pack, &encode(&forged, true)).unwrap_err();
+        assert!(e.to_string().contains("larger than the format allows"), "{e}");
+        let id = ContentId::of(b"big");
+        assert_eq!(PackId::for_large_blob(&id, b"abc", 1), PackId::for_large_blob(&id, b"abc", 1));
+        assert_ne!(PackId::for_large_blob(&id, b"abc", 1), PackId::for_large_blob(&id, b"abd", 1));
+        assert_ne!(PackId::for_large_blob(&id, b"abc", 1), PackId::for_large_blob(&id, b"abc", 0));
     }
 
     #[test]

@@ -38,9 +38,9 @@ const CHUNK: u64 = 4 << 20;
 const CACHE_CHUNKS: usize = 8;
 /// Pack indexes kept (a mailbox's blobs sit in few packs, mostly in source order).
 const CACHE_INDEXES: usize = 64;
-/// Decompressed segments kept, and the largest one cached (large blobs are segments of their own, read once).
+/// Decompressed segments kept: at most this many, and at most this many bytes together.
 const CACHE_SEGMENTS: usize = 16;
-const CACHE_SEGMENT_MAX: usize = 4 << 20;
+const CACHE_SEGMENT_BYTES: usize = 64 << 20;
 
 /// Reads blobs by reference, verifying each against the content id its pack's index records.
 pub struct BlobReader {
@@ -48,6 +48,10 @@ pub struct BlobReader {
     handle: Handle,
     cache: Vec<(PackId, u64, Bytes, u64)>,
     indexes: Vec<(Arc<PackIndex>, u64)>,
+    /// Packs whose index could not be read or rebuilt: the error, so that every later blob of the pack fails at once.
+    unreadable: Vec<(PackId, String)>,
+    /// Pack index objects that were missing or damaged and were rebuilt from their packs.
+    pub repaired: Vec<String>,
     segments: Vec<(PackId, u32, Arc<Vec<u8>>, u64)>,
     tick: u64,
     /// Blobs read and verified.
@@ -79,6 +83,8 @@ impl BlobReader {
             handle,
             cache: Vec::new(),
             indexes: Vec::new(),
+            unreadable: Vec::new(),
+            repaired: Vec::new(),
             segments: Vec::new(),
             tick: 0,
             blobs: 0,
@@ -93,7 +99,8 @@ impl BlobReader {
             return Ok(e.2.clone());
         }
         let key = layout::pack_key(&pack);
-        let data = self.handle.block_on(self.store.get_range(&key, k * CHUNK..(k + 1) * CHUNK))?;
+        let range = k.saturating_mul(CHUNK)..k.saturating_add(1).saturating_mul(CHUNK);
+        let data = self.handle.block_on(self.store.get_range(&key, range))?;
         self.fetched += data.len() as u64;
         evict(&mut self.cache, CACHE_CHUNKS, |e| e.3);
         self.cache.push((pack, k, data.clone(), self.tick));
@@ -102,8 +109,8 @@ impl BlobReader {
 
     /// Bytes `start..start + len` of a pack object, through the chunk cache when they lie in one chunk.
     fn stored(&mut self, pack: PackId, start: u64, len: u64) -> Result<Bytes> {
-        let end = start + len;
         let key = layout::pack_key(&pack);
+        let end = start.checked_add(len).ok_or_else(|| Error::corrupt(format!("{key}: segment out of range")))?;
         let stored = if len > 0 && start / CHUNK == (end - 1) / CHUNK {
             let k = start / CHUNK;
             let chunk = self.chunk(pack, k)?;
@@ -137,18 +144,41 @@ impl BlobReader {
             e.1 = self.tick;
             return Ok(e.0.clone());
         }
+        if let Some((_, why)) = self.unreadable.iter().find(|u| u.0 == pack) {
+            return Err(Error::corrupt(why.clone()));
+        }
         let key = layout::index_key(&pack);
-        let index = match self.handle.block_on(self.store.get(&key)) {
+        let from_object = match self.handle.block_on(self.store.get(&key)) {
             Ok(data) => {
                 self.fetched += data.len() as u64;
-                decode_index(pack, &data)?
+                decode_index(pack, &data)
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(e) => Err(e),
+        };
+        let index = match from_object {
+            Ok(index) => index,
+            // A missing or damaged index object: the pack's own table locates every blob, and hashing gives the ids
+            // (what they are checked against then is each message's and file's BLAKE3 in the manifest).
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
                 let pack_key = layout::pack_key(&pack);
-                tracing::warn!(%key, "pack index missing; rebuilding it from {pack_key}");
-                let data = self.handle.block_on(self.store.get(&pack_key))?;
-                self.fetched += data.len() as u64;
-                index_from_pack(pack, &data, &self.dict_loader())?
+                tracing::warn!(%key, error = %e, "pack index unusable; rebuilding it from {pack_key}");
+                let rebuilt = self
+                    .handle
+                    .block_on(self.store.get(&pack_key))
+                    .inspect(|data| self.fetched += data.len() as u64)
+                    .and_then(|data| index_from_pack(pack, &data, &self.dict_loader()));
+                match rebuilt {
+                    Ok(index) => {
+                        self.repaired.push(format!("{key}: {e}; rebuilt from {pack_key}"));
+                        index
+                    }
+                    Err(e2) if matches!(e2.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
+                        let why = format!("pack {pack} is unreadable: index: {e}; pack: {e2}");
+                        self.unreadable.push((pack, why.clone()));
+                        return Err(Error::new(e2.kind(), why));
+                    }
+                    Err(e2) => return Err(e2),
+                }
             }
             Err(e) => return Err(e),
         };
@@ -173,8 +203,11 @@ impl BlobReader {
         let raw = decode_segment(&stored, &s, &self.dict_loader())
             .map_err(|e| e.context(format!("segment {seg} of pack {pack} at offset {}", s.offset)))?;
         let raw = Arc::new(raw);
-        if raw.len() <= CACHE_SEGMENT_MAX {
+        if raw.len() <= CACHE_SEGMENT_BYTES / 4 {
             evict(&mut self.segments, CACHE_SEGMENTS, |e| e.3);
+            while self.segments.iter().map(|e| e.2.len()).sum::<usize>() + raw.len() > CACHE_SEGMENT_BYTES {
+                evict(&mut self.segments, 1, |e| e.3);
+            }
             self.segments.push((pack, seg, raw.clone(), self.tick));
         }
         Ok(raw)
@@ -239,6 +272,10 @@ pub struct ReplayReport {
     pub quarantined: u64,
     /// Every mismatch or unreadable object, with what it concerns.
     pub errors: Vec<String>,
+    /// Damage that was worked around: a pack index object that was missing or damaged and was rebuilt from its
+    /// pack. The mailbox is intact; the destination needs repair (verify fails on these, restore does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 struct CurrentFile {
@@ -353,6 +390,7 @@ impl<'a, S: Sink> Replayer<'a, S> {
             self.fail("manifest ends inside a file".to_string());
         }
         self.report.blobs = self.reader.blobs;
+        self.report.repaired = self.reader.repaired.clone();
         Ok((self.report, self.sink))
     }
 

@@ -87,7 +87,8 @@ impl Packer {
             BlobData::Stored(codec, stored) => {
                 self.stored_by_kind[slot] += stored.len() as u64;
                 if stored.len() >= self.standalone_min {
-                    let mut w = PackWriter::new(PackId::for_large_blob(&blob.id), stored.len());
+                    let pack = PackId::for_large_blob(&blob.id, &stored, codec as u8);
+                    let mut w = PackWriter::new(pack, stored.len());
                     let loc = w.add_solo(blob.id, &stored, blob.raw_len, codec);
                     self.uploader.upload(w.seal())?;
                     loc

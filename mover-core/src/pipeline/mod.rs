@@ -147,6 +147,9 @@ impl MigrateOptions {
         if self.pack_target < 1 << 16 || self.max_blob < 1 << 16 || self.batch_bytes == 0 || self.queue_batches == 0 {
             return Err(Error::config("pack target and blob size must be at least 64 KiB"));
         }
+        if self.max_blob as u64 > crate::pack::MAX_SEGMENT {
+            return Err(Error::config(format!("blob size must be at most {} MiB", crate::pack::MAX_SEGMENT >> 20)));
+        }
         if !(4096..=16 << 20).contains(&self.segment_target) || self.segment_target > self.pack_target {
             return Err(Error::config("segment target must be between 4 KiB and 16 MiB, and at most the pack target"));
         }
@@ -549,7 +552,7 @@ fn run_pass(
                         index: index_c.clone(),
                         pool: pool_c,
                         pending: Default::default(),
-                        max_pending: 2 * threads,
+                        max_pending: (2 * threads).min(8),
                         current: None,
                         open: Default::default(),
                         pack_target: opts.pack_target,
