@@ -30,8 +30,8 @@ pub const MAX_SAMPLES: usize = 2000;
 /// Most bytes read from the source for sampling.
 pub const SAMPLE_READ_BUDGET: usize = 8 << 20;
 
-/// Bodies up to this size are compressed with the body dictionary (and sampled to train it); larger ones have
-/// history enough of their own.
+/// Bodies up to this size are sampled to train the body dictionary (the dictionaries compress the segments of
+/// header blocks and of bodies, [`crate::pack`]).
 pub const SMALL_BODY_MAX: usize = 64 * 1024;
 
 /// What a dictionary is trained on.
@@ -55,9 +55,9 @@ impl Purpose {
 /// The dictionaries a migration uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dictionaries {
-    /// For header blocks.
+    /// For segments of header blocks.
     pub headers: Option<&'static Dictionary>,
-    /// For bodies up to [`SMALL_BODY_MAX`].
+    /// For segments of bodies.
     pub bodies: Option<&'static Dictionary>,
 }
 
