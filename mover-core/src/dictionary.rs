@@ -39,7 +39,7 @@ pub const SMALL_BODY_MAX: usize = 64 * 1024;
 pub enum Purpose {
     /// Header blocks.
     Headers,
-    /// Bodies up to [`SMALL_BODY_MAX`].
+    /// Bodies (sampled up to [`SMALL_BODY_MAX`]).
     Bodies,
 }
 
