@@ -274,14 +274,15 @@ pub struct PipelineOptions {
     pub threads: Option<usize>,
     /// Run the migration a second time with nothing changed, and time it.
     pub rerun: bool,
-    /// Train and store the destination's dictionaries before the clock starts, as every migration after the first
-    /// into a destination finds them (otherwise the first mailbox pays for the training, once per destination).
-    pub warm_dictionaries: bool,
+    /// Migrate with zstd dictionaries (`MigrateOptions::dictionaries`, off by default). The destination's
+    /// dictionaries are trained and stored before the clock starts, as every migration after the first into a
+    /// destination finds them.
+    pub dictionaries: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { zstd_level: 3, threads: None, rerun: true, warm_dictionaries: false }
+        PipelineOptions { zstd_level: 3, threads: None, rerun: true, dictionaries: false }
     }
 }
 
@@ -345,9 +346,10 @@ pub async fn run_pipeline(sources: &[MailboxSource], store: DynStore, opts: &Pip
         let mut o = MigrateOptions::new(mailbox);
         o.zstd_level = opts.zstd_level;
         o.threads = opts.threads;
+        o.dictionaries = opts.dictionaries;
         o
     };
-    if opts.warm_dictionaries
+    if opts.dictionaries
         && let Some(first) = sources.first()
     {
         crate::pipeline::ensure_format(&store).await?;

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Skip the second, no-change run.
     #[arg(long)]
     pub no_rerun: bool,
+    /// Measure `migrate --dictionaries` (zstd dictionaries, off by default). A scratch store gets its dictionaries
+    /// before the clock starts, as a destination has them after its first migration with `--dictionaries`.
+    #[arg(long)]
+    pub dictionaries: bool,
     /// Wave plan: mailboxes in the estate.
     #[arg(long)]
     pub mailboxes: Option<u64>,
@@ -131,13 +135,13 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         eprintln!("moverd bench: migrating {} into {destination} …", a.source.display());
     }
     let sources = [MailboxSource { mailbox: mailbox.clone(), path: a.source.clone() }];
-    // A wave is planned on the steady state: the dictionaries are trained once per destination (by its first
-    // migration), so a scratch store gets them before the clock starts; a real DEST usually has them already.
+    // With --dictionaries, a wave is planned on the steady state: the dictionaries are trained once per destination
+    // (by its first migration), so they are trained before the clock starts.
     let opts = PipelineOptions {
         zstd_level: a.zstd_level,
         threads: a.threads,
         rerun: !a.no_rerun,
-        warm_dictionaries: scratch.is_some(),
+        dictionaries: a.dictionaries,
     };
     // The pipeline first (its peak RSS must not include the bound's copy of the source), then the bound.
     let run = run_pipeline(&sources, store, &opts).await?;
@@ -182,7 +186,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
     let r = &run;
     println!("moverd bench: {} → {destination}", a.source.display());
     println!("  source        {} messages in {} files, {}", r.messages, r.files, display::bytes(r.source_bytes));
-    if scratch_used {
+    if scratch_used && a.dictionaries {
         println!(
             "  (the scratch store got its dictionaries before the clock started, as a destination has them after its first migration)"
         );

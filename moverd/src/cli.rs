@@ -182,10 +182,11 @@ pub struct MigrateArgs {
     /// across messages however they were wrapped; they are re-encoded byte for byte on restore).
     #[arg(long)]
     pub no_mime: bool,
-    /// Do not compress segments of header blocks and of bodies with the destination's zstd dictionaries (trained on
-    /// the first migration into it and stored there; they save about 1 % on small-message mailboxes).
+    /// Compress segments of header blocks and of bodies with zstd dictionaries, trained on the first migration into
+    /// the destination that asks for them and stored there. Off by default: with 512 KiB segments they save about
+    /// 1 % of the packs and cost about 0.1 s of training per destination.
     #[arg(long)]
-    pub no_dictionary: bool,
+    pub dictionaries: bool,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
@@ -321,7 +322,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     opts.threads = a.threads;
     opts.read.mmap = !a.no_mmap;
     opts.mime = !a.no_mime;
-    opts.dictionaries = !a.no_dictionary;
+    opts.dictionaries = a.dictionaries;
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();

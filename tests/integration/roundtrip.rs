@@ -1,7 +1,7 @@
 //! Every kind of source comes back byte for byte: migrate → verify → restore through the binary, then the restored
 //! tree is compared with the source (paths, bytes, modification times, modes, empty directories, links).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
@@ -232,4 +232,44 @@ fn tiny_segments_and_packs_round_trip() {
     let to = work.path().join("restored");
     moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", "tiny", "--to", to.to_str().unwrap()], EXIT_OK);
     assert_same_tree(&src, &to);
+}
+
+#[test]
+fn dictionaries_are_opt_in_and_mix_with_plain_frames() {
+    // Without --dictionaries nothing is trained; with it, the first such migration trains and stores them and its
+    // segments need them to decode; a later plain migration into the same destination mixes frames of both kinds.
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("corpus");
+    let gen_args = ["gen-corpus", src.to_str().unwrap(), "--seed", "11", "--mailboxes", "3", "--messages", "150"];
+    moverd_ok(gen_args, EXIT_OK);
+    let mut boxes: Vec<PathBuf> = std::fs::read_dir(src.join("maildir")).unwrap().map(|e| e.unwrap().path()).collect();
+    boxes.sort();
+    assert_eq!(boxes.len(), 3);
+    let dest = work.path().join("dest");
+    let d = dest.to_str().unwrap();
+    let migrate = |dir: &Path, mailbox: &str, extra: &[&str]| {
+        let mut args = vec!["migrate", dir.to_str().unwrap(), d, "--mailbox", mailbox, "--quiet"];
+        args.extend_from_slice(extra);
+        moverd_ok(args, EXIT_OK);
+    };
+    migrate(&boxes[0], "plain0", &[]);
+    assert!(!dest.join("dicts").exists() || std::fs::read_dir(dest.join("dicts")).unwrap().next().is_none());
+    migrate(&boxes[1], "dict", &["--dictionaries"]);
+    let dicts: Vec<PathBuf> = std::fs::read_dir(dest.join("dicts")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dicts.len(), 2, "a header and a body dictionary: {dicts:?}");
+    // A plain migration after the dictionaries exist: plain frames, and blobs shared with the others deduplicate.
+    migrate(&boxes[2], "plain2", &[]);
+    for (mailbox, dir) in [("plain0", &boxes[0]), ("dict", &boxes[1]), ("plain2", &boxes[2])] {
+        moverd_ok(["verify", d, "--mailbox", mailbox], EXIT_OK);
+        let to = work.path().join(format!("restored-{mailbox}"));
+        moverd_ok(["restore", d, "--mailbox", mailbox, "--to", to.to_str().unwrap()], EXIT_OK);
+        assert_same_tree(dir, &to);
+    }
+    // The dictionary mailbox's segments really were compressed with them: without the dictionaries it cannot be
+    // read, while the plain mailboxes still can.
+    let aside = work.path().join("dicts-aside");
+    std::fs::rename(dest.join("dicts"), &aside).unwrap();
+    let out = moverd(["verify", d, "--mailbox", "dict"]);
+    assert_ne!(out.status.code(), Some(EXIT_OK), "verify without the dictionaries: {out:?}");
+    moverd_ok(["verify", d, "--mailbox", "plain0"], EXIT_OK);
 }
