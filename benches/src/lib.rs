@@ -9,7 +9,7 @@
 //!
 //! For each corpus (a generated one always; the shared real corpora when `../shared/corpora` is present):
 //! 1. the source is read into memory and the **bound** is measured: BLAKE3 of every message + zstd (same
-//!    level) of the messages in 512 KiB segments, on the pipeline's number of threads, no I/O (see [`mover_core::bench`]);
+//!    level) of the messages in 1 MiB segments, on the pipeline's number of threads, no I/O (see [`mover_core::bench`]);
 //! 2. each **stage** is timed on one thread over the same bytes ([`stages`]);
 //! 3. the **pipeline** migrates the corpus into a fresh local-directory store **in a child process** (so its peak
 //!    RSS is its own), then migrates it again with nothing changed (the re-run time); then the same into an
@@ -554,7 +554,7 @@ fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
     }
     let p = &r.pipeline;
     println!(
-        "   bound: BLAKE3 per message + zstd-{level} per 512 KiB segment, {threads} threads, in memory: {:.1} MB/s before, {:.1} after (zstd output {:.3} of source)",
+        "   bound: BLAKE3 per message + zstd-{level} per 1 MiB segment, {threads} threads, in memory: {:.1} MB/s before, {:.1} after (zstd output {:.3} of source)",
         r.bound_before.mb_s,
         r.bound_after.mb_s,
         r.bound_before.zstd_bytes as f64 / r.source_bytes.max(1) as f64

@@ -198,7 +198,7 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
         }
         out
     };
-    let what = format!("compress::compress (zstd {level}) of the same blobs in 512 KiB segments of their kind");
+    let what = format!("compress::compress (zstd {level}) of the same blobs in 1 MiB segments of their kind");
     out.push(timed("zstd-seg", &what, bytes, blob_count, min, || {
         for s in &segments {
             std::hint::black_box(compress::compress(s, level)?);

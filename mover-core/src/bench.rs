@@ -3,7 +3,7 @@
 //! A throughput figure on its own says little: the same code runs at 40 MB/s on a loaded laptop and 400 MB/s on an
 //! idle server. So every end-to-end figure is reported next to a **bound** measured in the same run on the same
 //! bytes: the source read into memory first, then BLAKE3 of every message and zstd (same level) of the messages
-//! in 512 KiB segments, as the pipeline compresses them, on the same number of threads, with no file or store I/O. `ratio_to_bound` = pipeline MB/s ÷ bound
+//! in 1 MiB segments, as the pipeline compresses them, on the same number of threads, with no file or store I/O. `ratio_to_bound` = pipeline MB/s ÷ bound
 //! MB/s says how much of the machine's hashing-and-compressing speed the pipeline turns into migrated bytes; it is
 //! comparable across machines where the absolute figures are not. (The pipeline can exceed 1: it does not
 //! compress blobs the destination already has.)

@@ -2,7 +2,7 @@
 //! (write a synthetic corpus to try things on).
 //!
 //! The measurements are [`mover_core::bench`]'s, the same code the `benches/` runner uses: the real pipeline into a
-//! store, then the bound (BLAKE3 per message and zstd per 512 KiB segment over the same bytes in memory, same
+//! store, then the bound (BLAKE3 per message and zstd per 1 MiB segment over the same bytes in memory, same
 //! threads), so the operator sees both what this machine does and how close the pipeline gets to what its CPUs allow.
 
 use std::path::PathBuf;
@@ -203,7 +203,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         r.peak_rss.map(display::bytes).unwrap_or_else(|| "unknown".into())
     );
     println!(
-        "  bound         {:.1} MB/s: BLAKE3 per message + zstd-{} per 512 KiB segment on {} threads over {} in \
+        "  bound         {:.1} MB/s: BLAKE3 per message + zstd-{} per 1 MiB segment on {} threads over {} in \
          memory{}",
         bound.mb_s,
         bound.zstd_level,

@@ -169,7 +169,7 @@ pub struct MigrateArgs {
     pub pack_size: u64,
     /// Small messages are compressed together in segments of about this size: larger segments compress better,
     /// smaller ones make reading back one message cheaper (at most one segment is decompressed per blob).
-    #[arg(long, default_value = "512K", value_parser = display::parse_size)]
+    #[arg(long, default_value = "1M", value_parser = display::parse_size)]
     pub segment_size: u64,
     /// Worker threads for hashing and compression [default: all cores].
     #[arg(long)]
@@ -183,7 +183,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub no_mime: bool,
     /// Compress segments of header blocks and of bodies with zstd dictionaries, trained on the first migration into
-    /// the destination that asks for them and stored there. Off by default: with 512 KiB segments they save about
+    /// the destination that asks for them and stored there. Off by default: with 1 MiB segments they save about
     /// 1 % of the packs and cost about 0.1 s of training per destination.
     #[arg(long)]
     pub dictionaries: bool,

@@ -98,7 +98,7 @@ pub struct MigrateOptions {
     /// messages however they were wrapped).
     pub mime: bool,
     /// Compress segments of header blocks and of bodies with the destination's zstd dictionaries (trained on the
-    /// first migration that asks for them, and stored in the destination). Off by default: with 512 KiB segments
+    /// first migration that asks for them, and stored in the destination). Off by default: with 1 MiB segments
     /// they save about 1 % of the packs, less than the dictionaries themselves weigh on a small destination, and
     /// training costs about 0.1 s of both cores on the first migration (see `docs/PERFORMANCE.md`). Restore
     /// reads dictionary frames whether or not later migrations use them.
