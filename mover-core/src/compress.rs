@@ -80,17 +80,25 @@ pub fn compress(raw: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
     if raw.len() >= PROBE_MIN && !worth_compressing(raw)? {
         return Ok(None);
     }
-    let out = COMPRESSOR.with(|c| -> std::io::Result<Vec<u8>> {
+    // The output buffer is recycled (`crate::buffers`): callers done with it may give it back.
+    let mut out = crate::buffers::take(zstd::zstd_safe::compress_bound(raw.len()));
+    let written = COMPRESSOR.with(|c| -> std::io::Result<usize> {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
             let mut z = zstd::bulk::Compressor::new(level)?;
             z.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
             *c = Some((level, z));
         }
-        c.as_mut().expect("set above").1.compress(raw)
+        c.as_mut().expect("set above").1.compress_to_buffer(raw, &mut out)
     });
-    let out = out.map_err(|e| Error::new(crate::ErrorKind::Other, format!("zstd compression failed: {e}")))?;
-    if out.len() + raw.len() / MIN_SAVING >= raw.len() { Ok(None) } else { Ok(Some(out)) }
+    let written = written.map_err(|e| Error::new(crate::ErrorKind::Other, format!("zstd compression failed: {e}")))?;
+    debug_assert_eq!(written, out.len());
+    if out.len() + raw.len() / MIN_SAVING >= raw.len() {
+        crate::buffers::give(out);
+        Ok(None)
+    } else {
+        Ok(Some(out))
+    }
 }
 
 /// Decode a stored blob back to its `raw_len` raw bytes. Blobs compressed with a dictionary need

@@ -50,6 +50,7 @@
 //! ```
 
 pub mod bench;
+mod buffers;
 pub mod compress;
 pub mod corpus;
 pub mod dictionary;

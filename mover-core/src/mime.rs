@@ -358,6 +358,14 @@ pub fn split(msg: &[u8]) -> Vec<Piece<'_>> {
     split_with(msg, &Options::default()).0
 }
 
+thread_local! {
+    /// [`Walker`]'s scratch buffers, kept per thread between messages.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Scratch buffers larger than this (a huge attachment) are freed after the message rather than kept.
+const SCRATCH_KEEP: usize = 8 << 20;
+
 /// Splits `msg` with the default [`Options`] and reports why parts were kept raw.
 pub fn split_with_stats(msg: &[u8]) -> (Vec<Piece<'_>>, SplitStats) {
     split_with(msg, &Options::default())
@@ -367,16 +375,25 @@ pub fn split_with_stats(msg: &[u8]) -> (Vec<Piece<'_>>, SplitStats) {
 /// whose encoding [`encode`] reproduces exactly become [`Piece::Encoded`]. Never fails: what cannot be parsed stays
 /// raw. An empty message gives no pieces; adjacent raw bytes are always one piece.
 pub fn split_with<'a>(msg: &'a [u8], opts: &Options) -> (Vec<Piece<'a>>, SplitStats) {
+    // The scratch buffers live on with the thread (a worker splits message after message): a fresh buffer per
+    // message would be faulted in and cleared by the kernel every time, which cost more than the encode check.
+    let (strip, check) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let mut w = Walker {
         msg,
         min_len: opts.min_len.max(1),
         min_qp_len: opts.min_qp_len.max(opts.min_len).max(1),
         spans: Vec::new(),
         stats: SplitStats::default(),
-        strip: Vec::new(),
-        check: Vec::new(),
+        strip,
+        check,
     };
     w.entity(0, msg.len(), 0, Implicit::TextPlain);
+    let (mut strip, mut check) = (std::mem::take(&mut w.strip), std::mem::take(&mut w.check));
+    if strip.capacity() <= SCRATCH_KEEP && check.capacity() <= SCRATCH_KEEP {
+        strip.clear();
+        check.clear();
+        SCRATCH.with(|s| *s.borrow_mut() = (strip, check));
+    }
     let mut pieces = Vec::with_capacity(2 * w.spans.len() + 1);
     let mut at = 0;
     for s in w.spans {
@@ -626,7 +643,7 @@ impl Walker<'_> {
         }
         self.strip.extend_from_slice(&data[at..]);
 
-        let mut decoded = Vec::with_capacity(self.strip.len() / 4 * 3 + 3);
+        let mut decoded = crate::buffers::take(self.strip.len() / 4 * 3 + 3);
         LAX.decode_vec(&self.strip, &mut decoded).map_err(|_| RawReason::B64Invalid)?;
         let recipe = Recipe {
             version: RECIPE_VERSION,
@@ -877,7 +894,7 @@ fn b64_encode(decoded: &[u8], width: usize, eol: &[u8], final_eol: bool, pad: bo
 /// Decodes `=XX` (either case) and removes soft line breaks (`=` + LF or CRLF); every other byte, line endings
 /// included, is taken as it is. `None` on any other `=`.
 fn qp_decode(body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len());
+    let mut out = crate::buffers::take(body.len());
     let mut at = 0;
     while let Some(i) = memchr(b'=', &body[at..]) {
         let p = at + i;

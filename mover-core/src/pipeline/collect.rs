@@ -107,8 +107,8 @@ impl Packer {
                 if self.open[slot].is_none() {
                     self.make_room(0)?;
                     let seg = self.writer().reserve();
-                    self.open[slot] =
-                        Some(OpenSegment { seg, raw: Vec::with_capacity(self.segment_target), blobs: Vec::new() });
+                    let raw = crate::buffers::take(self.segment_target);
+                    self.open[slot] = Some(OpenSegment { seg, raw, blobs: Vec::new() });
                 }
                 let pack = self.writer().id();
                 let o = self.open[slot].as_mut().expect("opened above");
@@ -169,7 +169,13 @@ impl Packer {
                 Some(d) => compress::compress_with_dict(&raw, d).map(|c| c.map(|c| (Codec::ZstdDict, c))),
                 None => compress::compress(&raw, level).map(|c| c.map(|c| (Codec::Zstd, c))),
             };
-            let _ = tx.send(compressed.map(|c| c.unwrap_or((Codec::None, raw))));
+            let _ = tx.send(compressed.map(|c| match c {
+                Some(c) => {
+                    crate::buffers::give(raw);
+                    c
+                }
+                None => (Codec::None, raw),
+            }));
         });
         self.pending.push_back(PendingSegment { seg: o.seg, slot, raw_len, blobs: o.blobs, done });
         self.write_done(self.max_pending)
@@ -192,6 +198,7 @@ impl Packer {
             let w = self.current.as_mut().expect("a pending segment belongs to the current pack");
             w.put(p.seg, &stored, p.raw_len, codec, &p.blobs);
             self.stored_by_kind[p.slot] += stored.len() as u64;
+            crate::buffers::give(stored);
         }
         Ok(())
     }

@@ -495,13 +495,7 @@ fn run_pass(
     opts: &MigrateOptions,
     handle: Handle,
 ) -> Result<PassResult> {
-    let pool = {
-        let mut b = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("mover-cpu-{i}"));
-        if let Some(n) = opts.threads {
-            b = b.num_threads(n);
-        }
-        Arc::new(b.build().map_err(|e| Error::new(ErrorKind::Other, format!("starting worker threads: {e}")))?)
-    };
+    let pool = worker_pool(opts.threads)?;
     let prev_cursor = match &prev {
         Some(m) => Some(PrevCursor { records: m.records()?.peekable() }),
         None => None,
@@ -614,6 +608,27 @@ fn run_pass(
         }
         Ok(result)
     })
+}
+
+/// The process's worker pool of `threads` threads (default: one per core), started by the first migration that
+/// asks for it and kept for the next ones: a daemon (or a bench) migrating mailbox after mailbox does not start
+/// threads again, and each worker keeps its warm zstd contexts (about 1 MiB of tables each, which a new thread
+/// would fault in and clear again).
+fn worker_pool(threads: Option<usize>) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
+        return Ok(p.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("mover-cpu-{i}"))
+        .num_threads(n)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Other, format!("starting worker threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.push((n, pool.clone()));
+    Ok(pool)
 }
 
 /// The collector's view of the source: it only re-opens files the reader already found.

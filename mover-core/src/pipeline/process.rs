@@ -111,7 +111,7 @@ impl Processor<'_> {
                     flush(&mut pending, &mut parts)?;
                     parts.push(PartOut {
                         kind: PartKind::Attachment,
-                        blobs: self.blobs(&Bytes::from(decoded))?,
+                        blobs: self.blobs(&crate::buffers::bytes(decoded))?,
                         inline: None,
                         recipe: Some(recipe),
                         original_len: original_len as u64,

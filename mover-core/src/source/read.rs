@@ -115,9 +115,10 @@ pub fn open(path: &Path) -> Result<OpenFile> {
 pub fn read_content(f: &mut OpenFile, path: &Path, policy: &ReadPolicy) -> Result<Content> {
     let size = f.stat.size;
     if size <= policy.whole_max {
-        let mut buf = Vec::with_capacity(size as usize + 1);
-        (&f.file).take(size).read_to_end(&mut buf).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        return Ok(Content::Whole { data: Bytes::from(buf), mapped: false });
+        let mut buf = crate::buffers::take(size as usize + 1);
+        let read = (&f.file).take(size).read_to_end(&mut buf);
+        read.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        return Ok(Content::Whole { data: crate::buffers::bytes(buf), mapped: false });
     }
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
