@@ -129,8 +129,8 @@ impl MigrateOptions {
             segment_target: crate::pack::SEGMENT_TARGET,
             standalone_min: 8 << 20,
             max_blob: 16 << 20,
-            batch_bytes: 8 << 20,
-            queue_batches: 2,
+            batch_bytes: 1 << 20,
+            queue_batches: 8,
             upload_budget: None,
             read: ReadPolicy::default(),
             change_retries: 3,
@@ -502,9 +502,11 @@ fn run_pass(
     };
     let is_dir = source.is_dir();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(opts.queue_batches);
-    // Processed batches go to the collector on its own thread, so the workers start on the next batch while the
-    // collector packs and spools the previous one.
-    let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Vec<Result<Event>>>(1);
+    // Each batch is processed by a task of its own on the worker pool, and the collector receives the batches'
+    // results in order: the workers start on the next batch while the last large message of the previous one is
+    // still being hashed (no barrier between batches), and while the collector packs and spools.
+    type Processed = std::sync::mpsc::Receiver<Vec<Result<Event>>>;
+    let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Processed>(opts.queue_batches);
     let reader_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let processor = Processor {
         index: &index,
@@ -575,7 +577,9 @@ fn run_pass(
                     source: &reread,
                     source_is_single: !is_dir,
                 };
-                for out in rx_done.iter() {
+                for processed in rx_done.iter() {
+                    let out =
+                        processed.recv().map_err(|_| Error::new(ErrorKind::Other, "a message processing task died"))?;
                     for ev in out {
                         collector.handle(ev?)?;
                     }
@@ -592,13 +596,19 @@ fn run_pass(
             })
             .map_err(|e| Error::io("starting the collector thread", e))?;
 
-        for batch in rx.iter() {
-            let out: Vec<Result<Event>> =
-                pool.install(|| batch.into_par_iter().map(|ev| processor.process(ev)).collect());
-            if tx_done.send(out).is_err() {
-                break; // the collector stopped on an error; it is reported below
+        let processor = &processor;
+        pool.in_place_scope(|tasks| {
+            for batch in rx.iter() {
+                let (done, processed) = std::sync::mpsc::sync_channel(1);
+                tasks.spawn(move |_| {
+                    let out: Vec<Result<Event>> = batch.into_par_iter().map(|ev| processor.process(ev)).collect();
+                    let _ = done.send(out);
+                });
+                if tx_done.send(processed).is_err() {
+                    break; // the collector stopped on an error; it is reported below
+                }
             }
-        }
+        });
         drop(rx); // unblocks the reader if we stopped early
         drop(tx_done); // the collector finishes what it has
         let result = collector.join().map_err(|_| Error::new(ErrorKind::Other, "the collector thread panicked"))?;
