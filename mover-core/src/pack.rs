@@ -114,6 +114,8 @@ impl PackIndex {
 #[derive(Debug)]
 pub struct PackWriter {
     id: PackId,
+    /// Bytes of the pack already handed out by [`PackWriter::drain`].
+    drained: u64,
     buf: BytesMut,
     segments: Vec<Option<Segment>>,
     entries: Vec<IndexEntry>,
@@ -124,7 +126,7 @@ pub struct PackWriter {
 pub struct SealedPack {
     /// The pack's id.
     pub id: PackId,
-    /// The pack object.
+    /// The pack object (what was not [`PackWriter::drain`]ed of it: all of it, or the table and trailer).
     pub data: Bytes,
     /// The index object.
     pub index: Bytes,
@@ -137,7 +139,7 @@ impl PackWriter {
     pub fn new(id: PackId, capacity: usize) -> Self {
         let mut buf = BytesMut::with_capacity(capacity + capacity / 16 + 4096);
         buf.put_slice(PACK_MAGIC);
-        PackWriter { id, buf, segments: Vec::new(), entries: Vec::new() }
+        PackWriter { id, drained: 0, buf, segments: Vec::new(), entries: Vec::new() }
     }
 
     /// The pack's id.
@@ -145,9 +147,17 @@ impl PackWriter {
         self.id
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far (drained or not).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.drained as usize + self.buf.len()
+    }
+
+    /// The bytes written since the last drain, to be written out by the caller in order (a pack streamed to its
+    /// object as it grows); the pack's buffer then only ever holds what was added since.
+    pub fn drain(&mut self) -> BytesMut {
+        let out = self.buf.split();
+        self.drained += out.len() as u64;
+        out
     }
 
     /// Whether no segment was reserved yet.
@@ -164,9 +174,10 @@ impl PackWriter {
     /// Write reserved segment `seg`: its stored bytes, its raw length and codec, and the blobs it holds (id, offset
     /// in the raw segment, raw length).
     pub fn put(&mut self, seg: u32, stored: &[u8], raw_len: u64, codec: Codec, blobs: &[(ContentId, u64, u64)]) {
+        let offset = self.len() as u64;
         let slot = &mut self.segments[seg as usize];
         assert!(slot.is_none(), "segment {seg} of pack {} written twice", self.id);
-        *slot = Some(Segment { offset: self.buf.len() as u64, len: stored.len() as u64, raw_len, codec });
+        *slot = Some(Segment { offset, len: stored.len() as u64, raw_len, codec });
         self.buf.put_slice(stored);
         let pack = self.id;
         self.entries.extend(
@@ -237,7 +248,7 @@ fn encode(index: &PackIndex, with_ids: bool) -> Bytes {
     b.put_slice(sum.as_bytes());
     let magic = if with_ids { INDEX_MAGIC } else { TABLE_MAGIC };
     let mut out = magic.to_vec();
-    out.extend_from_slice(&zstd::bulk::compress(&b, 3).expect("zstd compresses into a vector"));
+    out.extend_from_slice(&zstd::bulk::compress(&b, 1).expect("zstd compresses into a vector"));
     Bytes::from(out)
 }
 

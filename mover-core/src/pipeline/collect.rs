@@ -50,6 +50,9 @@ pub(super) struct Packer {
     pub(super) pending: std::collections::VecDeque<PendingSegment>,
     pub(super) max_pending: usize,
     pub(super) current: Option<PackWriter>,
+    /// Where the current pack is streamed as it grows, when the store can ([`crate::store::Store::writer`]);
+    /// otherwise the pack is held in memory and uploaded whole when sealed.
+    pub(super) sink: Option<Box<dyn crate::store::ObjectWriter>>,
     pub(super) open: [Option<OpenSegment>; KINDS],
     pub(super) pack_target: usize,
     pub(super) segment_target: usize,
@@ -90,11 +93,13 @@ impl Packer {
                     let pack = PackId::for_large_blob(&blob.id, &stored, codec as u8);
                     let mut w = PackWriter::new(pack, stored.len());
                     let loc = w.add_solo(blob.id, &stored, blob.raw_len, codec);
-                    self.uploader.upload(w.seal())?;
+                    self.uploader.upload(w.seal(), None)?;
                     loc
                 } else {
                     self.make_room(stored.len())?;
-                    self.writer().add_solo(blob.id, &stored, blob.raw_len, codec)
+                    let loc = self.writer()?.add_solo(blob.id, &stored, blob.raw_len, codec);
+                    self.stream()?;
+                    loc
                 }
             }
             BlobData::Raw(raw) => {
@@ -106,11 +111,11 @@ impl Packer {
                 }
                 if self.open[slot].is_none() {
                     self.make_room(0)?;
-                    let seg = self.writer().reserve();
+                    let seg = self.writer()?.reserve();
                     let raw = crate::buffers::take(self.segment_target);
                     self.open[slot] = Some(OpenSegment { seg, raw, blobs: Vec::new() });
                 }
-                let pack = self.writer().id();
+                let pack = self.writer()?.id();
                 let o = self.open[slot].as_mut().expect("opened above");
                 let offset = o.raw.len() as u64;
                 o.raw.extend_from_slice(&raw);
@@ -132,9 +137,24 @@ impl Packer {
         self.pack_target + (KINDS + self.max_pending) * self.segment_target
     }
 
-    fn writer(&mut self) -> &mut PackWriter {
-        let capacity = self.pack_capacity();
-        self.current.get_or_insert_with(|| PackWriter::new(PackId::fresh(), capacity))
+    /// The current pack, started (and its object opened for streaming, where the store can) if there is none.
+    fn writer(&mut self) -> Result<&mut PackWriter> {
+        if self.current.is_none() {
+            let id = PackId::fresh();
+            self.sink = self.uploader.store.writer(&layout::pack_key(&id), PutMode::Create)?;
+            // A streamed pack's buffer holds only what was added since it was last written out.
+            let capacity = if self.sink.is_some() { 2 * self.segment_target } else { self.pack_capacity() };
+            self.current = Some(PackWriter::new(id, capacity));
+        }
+        Ok(self.current.as_mut().expect("set above"))
+    }
+
+    /// Write out what was added to the current pack, when it is streamed.
+    fn stream(&mut self) -> Result<()> {
+        if let (Some(sink), Some(w)) = (self.sink.as_mut(), self.current.as_mut()) {
+            sink.write(&w.drain()).map_err(|e| e.context(format!("writing pack {}", w.id())))?;
+        }
+        Ok(())
     }
 
     /// Seal the current pack first if it is full (its written, open and compressing segments, counted raw, reach
@@ -199,6 +219,7 @@ impl Packer {
             w.put(p.seg, &stored, p.raw_len, codec, &p.blobs);
             self.stored_by_kind[p.slot] += stored.len() as u64;
             crate::buffers::give(stored);
+            self.stream()?;
         }
         Ok(())
     }
@@ -209,10 +230,11 @@ impl Packer {
             self.close_segment(slot)?;
         }
         self.write_done(0)?;
+        let sink = self.sink.take();
         if let Some(w) = self.current.take()
             && !w.is_empty()
         {
-            self.uploader.upload(w.seal())?;
+            self.uploader.upload(w.seal(), sink)?;
         }
         Ok(())
     }

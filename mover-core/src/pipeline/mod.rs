@@ -403,6 +403,7 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     };
     header.stats.stored_bytes_total = base_total + stats.new_stored_bytes;
     let draft = manifest.finish(header.clone())?;
+    tracing::debug!(bytes = draft.len(), "manifest encoded");
     // The manifest's own size counts as stored.
     stats.new_stored_bytes += draft.len() as u64;
     stats.stored_bytes_total = base_total + stats.new_stored_bytes;
@@ -553,6 +554,7 @@ fn run_pass(
                         pending: Default::default(),
                         max_pending: (2 * threads).min(8),
                         current: None,
+                        sink: None,
                         open: Default::default(),
                         pack_target: opts.pack_target,
                         segment_target: opts.segment_target,
@@ -584,12 +586,14 @@ fn run_pass(
                         collector.handle(ev?)?;
                     }
                 }
+                tracing::debug!("collector: every message is packed; sealing the last pack");
                 collector.packer.seal()?;
                 let [h, b, a, o] = collector.packer.stored_by_kind;
                 let k = &mut collector.stats.breakdown;
                 (k.headers.stored_bytes, k.bodies.stored_bytes, k.attachments.stored_bytes, k.other.stored_bytes) =
                     (h, b, a, o);
                 let stored = collector.packer.uploader.finish()?;
+                tracing::debug!(stored, "collector: every pack is stored");
                 collector.stats.new_stored_bytes = stored;
                 collector.stats.packs = collector.packer.uploader.packs;
                 Ok((collector.stats, collector.quarantine, collector.manifest))

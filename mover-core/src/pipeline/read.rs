@@ -373,5 +373,6 @@ pub(super) fn reader_thread(
     if !batch.is_empty() {
         tx.send(batch).map_err(|_| cancelled())?;
     }
+    tracing::debug!("reader: the whole source is read");
     Ok(())
 }

@@ -28,7 +28,13 @@ impl Uploader {
         Ok(())
     }
 
-    pub(super) fn upload(&mut self, sealed: SealedPack) -> Result<()> {
+    /// Store a sealed pack and then its index. With `streamed`, the pack's object was written as it grew and
+    /// `sealed.data` is only its end (table and trailer): it is appended and the object committed.
+    pub(super) fn upload(
+        &mut self,
+        sealed: SealedPack,
+        streamed: Option<Box<dyn crate::store::ObjectWriter>>,
+    ) -> Result<()> {
         self.reap()?;
         let kib = ((sealed.data.len() >> 10) as u32).clamp(1, self.budget_kib);
         let permit = self
@@ -41,9 +47,27 @@ impl Uploader {
         self.tasks.spawn_on(
             async move {
                 let _permit = permit;
+                let started = Instant::now();
                 // The pack first: an index names only a pack that is already durable.
-                let written = create(&store, &layout::pack_key(&sealed.id), &sealed.data).await?
-                    + create(&store, &layout::index_key(&sealed.id), &sealed.index).await?;
+                let key = layout::pack_key(&sealed.id);
+                let pack_bytes = match streamed {
+                    None => create(&store, &key, &sealed.data).await?,
+                    Some(mut w) => {
+                        let tail = sealed.data.clone();
+                        let commit = move || -> Result<u64> {
+                            w.write(&tail)?;
+                            let n = w.written();
+                            Ok(if w.commit()? == PutOutcome::Written { n } else { 0 })
+                        };
+                        tokio::task::spawn_blocking(commit)
+                            .await
+                            .map_err(|e| Error::new(ErrorKind::Other, format!("pack write task failed: {e}")))?
+                            .map_err(|e| e.context(format!("uploading {key}")))?
+                    }
+                };
+                let written = pack_bytes + create(&store, &layout::index_key(&sealed.id), &sealed.index).await?;
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(pack = %sealed.id, bytes = pack_bytes, index = sealed.index.len(), ms, "pack stored");
                 if let Some(p) = progress {
                     p.stored.fetch_add(written, Ordering::Relaxed);
                 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ObjectMeta, PutMode, PutOutcome, Store};
+use super::{ObjectMeta, ObjectWriter, PutMode, PutOutcome, Store};
 use crate::error::Result;
 
 /// Counts at one instant. Serializable for reports; all counts are since the store was wrapped.
@@ -91,6 +91,34 @@ impl StoreCounters {
         if r.is_err() {
             Self::add(&self.failed_requests, 1);
         }
+    }
+}
+
+/// A piece-by-piece write, counted as one put when it is committed.
+struct CountingWriter {
+    inner: Box<dyn ObjectWriter>,
+    counters: Arc<StoreCounters>,
+}
+
+impl ObjectWriter for CountingWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.inner.write(data)
+    }
+
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+
+    fn commit(self: Box<Self>) -> Result<PutOutcome> {
+        let (len, c) = (self.inner.written(), self.counters.clone());
+        let r = self.inner.commit();
+        c.count(&c.put_requests, &r);
+        match r {
+            Ok(PutOutcome::Written) => StoreCounters::add(&c.put_bytes, len),
+            Ok(PutOutcome::AlreadyExists) => StoreCounters::add(&c.put_already_existed, 1),
+            Err(_) => {}
+        }
+        r
     }
 }
 
@@ -184,6 +212,13 @@ impl<S: Store> Store for CountingStore<S> {
         let c = &self.counters;
         c.count(&c.delete_requests, &r);
         r
+    }
+
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
+        Ok(self
+            .inner
+            .writer(key, mode)?
+            .map(|inner| Box::new(CountingWriter { inner, counters: self.counters.clone() }) as Box<dyn ObjectWriter>))
     }
 }
 

@@ -59,6 +59,17 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// An object being written piece by piece ([`Store::writer`]): invisible until [`ObjectWriter::commit`], discarded
+/// if dropped before. The calls block (they are made from the pipeline's threads, not from async tasks).
+pub trait ObjectWriter: Send {
+    /// Append `data`.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Bytes appended so far.
+    fn written(&self) -> u64;
+    /// Make the object durable and visible under its key, as [`Store::put`] with the writer's mode would.
+    fn commit(self: Box<Self>) -> Result<PutOutcome>;
+}
+
 /// An object store: the one interface the pipeline writes through.
 ///
 /// Keys are `/`-separated relative names made of ASCII letters, digits and `._-%=+`; see [`validate_key`].
@@ -85,6 +96,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Remove an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Start writing `key` piece by piece, when the store can take an object before it is complete without holding
+    /// it in memory (the local store writes a temporary file and starts flushing it to disk as it grows, so that a
+    /// pack is on disk by the time it is sealed). `None` (the default): write it with [`Store::put`]. Wrappers that
+    /// do not forward this fall back to `put`, which is always correct.
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let _ = (key, mode);
+        Ok(None)
+    }
 }
 
 /// A shared, type-erased store.

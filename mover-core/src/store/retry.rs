@@ -247,6 +247,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key).await
     }
+
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn super::ObjectWriter>>> {
+        (**self).writer(key, mode)
+    }
 }
 
 #[cfg(test)]
