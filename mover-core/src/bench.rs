@@ -120,6 +120,31 @@ fn files_under(root: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// Read every file under `roots` once and discard the bytes, so that a run timed next finds them in the page cache
+/// (the bound works on bytes in memory; a pipeline run that read from disk would be compared unfairly). On this
+/// project's CI machine the kernel drops clean page cache within seconds: 100 % of a corpus resident, 76 % 15 s
+/// later, 45 % after 30 s. Returns the bytes read.
+pub fn warm_page_cache(roots: &[PathBuf]) -> Result<u64> {
+    use std::io::Read as _;
+    let mut paths = Vec::new();
+    for r in roots {
+        files_under(r, &mut paths).map_err(|e| Error::io(format!("walking {}", r.display()), e))?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    for p in paths {
+        let mut f = std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    Ok(total)
+}
+
 /// Read the regular files of `roots` into memory, up to `limit` bytes (whole files; `None`: everything).
 pub fn load_source(roots: &[PathBuf], limit: Option<u64>) -> Result<LoadedSource> {
     let mut paths = Vec::new();
