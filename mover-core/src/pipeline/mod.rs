@@ -352,8 +352,10 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
     };
+    let loading = Instant::now();
     let (index, packs) = BlobIndex::load(&store).await?;
-    tracing::info!(blobs = index.len(), packs, dest = %store.describe(), "dedupe index loaded");
+    let ms = loading.elapsed().as_millis() as u64;
+    tracing::info!(blobs = index.len(), packs, ms, dest = %store.describe(), "dedupe index loaded");
     let index = Arc::new(index);
     let dicts = if opts.dictionaries {
         crate::dictionary::for_migration(&store, source, opts.zstd_level).await?
