@@ -326,9 +326,12 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();
-    let total = dir_size_estimate(&a.source);
     let bar = show.then(|| {
-        let bar = indicatif::ProgressBar::new(total);
+        // The total is for the display only: it is summed by a walk of its own on a blocking thread, so the
+        // migration does not wait for it (the bar shows a length once it is known).
+        let bar = indicatif::ProgressBar::new(0);
+        let (b, source) = (bar.clone(), a.source.clone());
+        tokio::task::spawn_blocking(move || b.set_length(dir_size_estimate(&source)));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",

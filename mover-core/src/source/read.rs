@@ -115,9 +115,20 @@ pub fn open(path: &Path) -> Result<OpenFile> {
 pub fn read_content(f: &mut OpenFile, path: &Path, policy: &ReadPolicy) -> Result<Content> {
     let size = f.stat.size;
     if size <= policy.whole_max {
-        let mut buf = crate::buffers::take(size as usize + 1);
-        let read = (&f.file).take(size).read_to_end(&mut buf);
-        read.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        // At most `size` bytes, in one read where the kernel allows (a file that changes meanwhile is caught by the
+        // version check after processing).
+        let mut buf = crate::buffers::take(size as usize);
+        buf.resize(size as usize, 0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match (&f.file).read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            }
+        }
+        buf.truncate(filled);
         return Ok(Content::Whole { data: crate::buffers::bytes(buf), mapped: false });
     }
     let now_ns = std::time::SystemTime::now()
