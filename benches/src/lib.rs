@@ -249,6 +249,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Run the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Child::E2eChild { sources, dest, zstd_level, threads, memory, dictionaries }) = &args.child {
+        // MOVER_LOG=debug shows the pipeline's stage timings of each mailbox on stderr.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG") {
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        }
         let sources: Vec<MailboxSource> = serde_json::from_slice(&std::fs::read(sources)?)?;
         let rt = runtime()?;
         let store: mover_core::store::DynStore = if *memory {
