@@ -249,6 +249,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Run the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Child::E2eChild { sources, dest, zstd_level, threads, memory, dictionaries }) = &args.child {
+        // As moverd does, so that the figures are moverd's.
+        mover_core::limit_malloc_arenas();
         // MOVER_LOG=debug shows the pipeline's stage timings of each mailbox on stderr.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG") {
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

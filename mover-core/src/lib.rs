@@ -68,3 +68,20 @@ pub mod source;
 pub mod split;
 pub mod store;
 pub use error::{Error, ErrorKind, Result};
+
+/// Limit glibc's allocator to two arenas; for a process whose main work is migrating (moverd calls it first thing).
+///
+/// The pipeline allocates buffers on one thread and frees them on another (the reader reads a file, a worker or
+/// the collector drops it). With glibc's default of up to eight arenas per core, each thread's arena keeps what
+/// the others freed into it, and the peak RSS grows with the size of the mailboxes instead of staying flat: the
+/// generated corpus at ten times its size (8 mailboxes of 123 MB) peaked at 246 MiB with the default, 144 MiB with
+/// two arenas and 115 MiB with one (which cost 9 % of the throughput; two cost nothing measurable). A no-op
+/// elsewhere than Linux with glibc. Call it before starting threads.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads allocate.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

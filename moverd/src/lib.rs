@@ -6,3 +6,5 @@
 pub mod bench;
 pub mod cli;
 pub mod display;
+
+pub use mover_core::limit_malloc_arenas;

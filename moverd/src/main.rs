@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    moverd::limit_malloc_arenas();
     let cli = moverd::cli::Cli::parse();
     moverd::cli::init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("moverd-io").build() {

@@ -82,6 +82,10 @@ pub struct MigrateOptions {
     pub batch_bytes: usize,
     /// Batches that may wait between reader and workers.
     pub queue_batches: usize,
+    /// Bytes of messages read but not yet packed (waiting for the workers, being processed, or waiting for the
+    /// collector). A batch is at least [`MigrateOptions::batch_bytes`] but may be one large message: this, not the
+    /// number of batches, is what bounds the memory a pass holds, however large the messages.
+    pub in_flight_bytes: usize,
     /// Bytes of sealed packs that may be uploading at once (default: two packs).
     pub upload_budget: Option<usize>,
     /// How files are read.
@@ -131,6 +135,7 @@ impl MigrateOptions {
             max_blob: 16 << 20,
             batch_bytes: 1 << 20,
             queue_batches: 8,
+            in_flight_bytes: 32 << 20,
             upload_budget: None,
             read: ReadPolicy::default(),
             change_retries: 3,
@@ -147,7 +152,12 @@ impl MigrateOptions {
         if !(1..=22).contains(&self.zstd_level) {
             return Err(Error::config(format!("zstd level {} is outside 1..=22", self.zstd_level)));
         }
-        if self.pack_target < 1 << 16 || self.max_blob < 1 << 16 || self.batch_bytes == 0 || self.queue_batches == 0 {
+        if self.pack_target < 1 << 16
+            || self.max_blob < 1 << 16
+            || self.batch_bytes == 0
+            || self.queue_batches == 0
+            || self.in_flight_bytes == 0
+        {
             return Err(Error::config("pack target and blob size must be at least 64 KiB"));
         }
         if self.max_blob as u64 > crate::pack::MAX_SEGMENT {
@@ -504,11 +514,13 @@ fn run_pass(
         None => None,
     };
     let is_dir = source.is_dir();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(opts.queue_batches);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(opts.queue_batches);
+    let budget =
+        Arc::new(Budget { used: Mutex::new(0), freed: std::sync::Condvar::new(), limit: opts.in_flight_bytes });
     // Each batch is processed by a task of its own on the worker pool, and the collector receives the batches'
     // results in order: the workers start on the next batch while the last large message of the previous one is
     // still being hashed (no barrier between batches), and while the collector packs and spools.
-    type Processed = std::sync::mpsc::Receiver<Vec<Result<Event>>>;
+    type Processed = std::sync::mpsc::Receiver<(Vec<Result<Event>>, Permit)>;
     let (tx_done, rx_done) = std::sync::mpsc::sync_channel::<Processed>(opts.queue_batches);
     let reader_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let processor = Processor {
@@ -524,7 +536,7 @@ fn run_pass(
         std::thread::Builder::new()
             .name("mover-reader".into())
             .spawn_scoped(scope, move || {
-                if let Err(e) = reader_thread(source, prev_cursor, &opts_r, tx) {
+                if let Err(e) = reader_thread(source, prev_cursor, &opts_r, tx, budget) {
                     *reader_error2.lock().unwrap() = Some(e);
                 }
             })
@@ -582,11 +594,12 @@ fn run_pass(
                     source_is_single: !is_dir,
                 };
                 for processed in rx_done.iter() {
-                    let out =
+                    let (out, _permit) =
                         processed.recv().map_err(|_| Error::new(ErrorKind::Other, "a message processing task died"))?;
                     for ev in out {
                         collector.handle(ev?)?;
                     }
+                    // The permit goes with the batch: its bytes are free for the reader again.
                 }
                 tracing::debug!("collector: every message is packed; sealing the last pack");
                 collector.packer.seal()?;
@@ -604,11 +617,11 @@ fn run_pass(
 
         let processor = &processor;
         pool.in_place_scope(|tasks| {
-            for batch in rx.iter() {
+            for Batch { events, permit } in rx.iter() {
                 let (done, processed) = std::sync::mpsc::sync_channel(1);
                 tasks.spawn(move |_| {
-                    let out: Vec<Result<Event>> = batch.into_par_iter().map(|ev| processor.process(ev)).collect();
-                    let _ = done.send(out);
+                    let out: Vec<Result<Event>> = events.into_par_iter().map(|ev| processor.process(ev)).collect();
+                    let _ = done.send((out, permit));
                 });
                 if tx_done.send(processed).is_err() {
                     break; // the collector stopped on an error; it is reported below
@@ -624,6 +637,45 @@ fn run_pass(
         }
         Ok(result)
     })
+}
+
+/// Messages read and not yet packed, handed from the reader to the workers and on to the collector.
+struct Batch {
+    events: Vec<Event>,
+    /// Its share of [`MigrateOptions::in_flight_bytes`], given back when the batch is dropped.
+    permit: Permit,
+}
+
+/// [`MigrateOptions::in_flight_bytes`]: the reader takes a share for each batch and waits while the bytes of the
+/// batches downstream would exceed it (a batch larger than the whole budget goes when nothing else is in flight).
+struct Budget {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+impl Budget {
+    fn acquire(self: &Arc<Self>, bytes: usize) -> Permit {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + bytes > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        Permit { budget: self.clone(), bytes }
+    }
+}
+
+/// A share of the [`Budget`], returned on drop (also when a failed pass drops its batches).
+struct Permit {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *self.budget.used.lock().unwrap_or_else(|e| e.into_inner()) -= self.bytes;
+        self.budget.freed.notify_all();
+    }
 }
 
 /// The process's worker pool of `threads` threads (default: one per core), started by the first migration that
@@ -656,5 +708,37 @@ impl Source for ReopenOnly {
     }
     fn is_dir(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_budget_blocks_until_bytes_come_back() {
+        let budget = Arc::new(Budget { used: Mutex::new(0), freed: std::sync::Condvar::new(), limit: 100 });
+        // A batch larger than the whole budget goes when nothing else is in flight.
+        let big = budget.acquire(250);
+        assert_eq!(*budget.used.lock().unwrap(), 250);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = budget.clone();
+        let waiter = std::thread::spawn(move || {
+            let p = b2.acquire(60);
+            tx.send(()).unwrap();
+            p
+        });
+        // The second batch waits while the first is in flight...
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
+        drop(big);
+        // ...and goes once its bytes are given back.
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let p = waiter.join().unwrap();
+        assert_eq!(*budget.used.lock().unwrap(), 60);
+        // Within the limit, batches do not wait for each other.
+        let q = budget.acquire(40);
+        assert_eq!(*budget.used.lock().unwrap(), 100);
+        drop((p, q));
+        assert_eq!(*budget.used.lock().unwrap(), 0);
     }
 }

@@ -305,7 +305,8 @@ pub(super) fn reader_thread(
     mut source: Box<dyn Source>,
     mut prev: Option<PrevCursor>,
     opts: &MigrateOptions,
-    tx: std::sync::mpsc::SyncSender<Vec<Event>>,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    budget: Arc<Budget>,
 ) -> Result<()> {
     let reader = Reader { policy: &opts.read, max_blob: opts.max_blob, after_read: opts.after_read.as_ref() };
     let mut batch: Vec<Event> = Vec::new();
@@ -315,7 +316,8 @@ pub(super) fn reader_thread(
         weight += ev.weight();
         batch.push(ev);
         if weight >= opts.batch_bytes {
-            tx.send(std::mem::take(&mut batch)).map_err(|_| cancelled())?;
+            let permit = budget.acquire(weight);
+            tx.send(Batch { events: std::mem::take(&mut batch), permit }).map_err(|_| cancelled())?;
             weight = 0;
         }
         Ok(())
@@ -371,7 +373,8 @@ pub(super) fn reader_thread(
         }
     }
     if !batch.is_empty() {
-        tx.send(batch).map_err(|_| cancelled())?;
+        let permit = budget.acquire(weight);
+        tx.send(Batch { events: batch, permit }).map_err(|_| cancelled())?;
     }
     tracing::debug!("reader: the whole source is read");
     Ok(())
