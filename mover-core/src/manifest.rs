@@ -278,7 +278,12 @@ pub struct ManifestWriter {
     enc: zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>,
     records: u64,
     hasher: blake3::Hasher,
+    /// Record lines not yet hashed and compressed: they go in blocks of [`PENDING_BLOCK`], so that BLAKE3 hashes
+    /// many chunks at once instead of one short line at a time (the hash is the same however the stream is cut).
+    pending: Vec<u8>,
 }
+
+const PENDING_BLOCK: usize = 64 << 10;
 
 impl std::fmt::Debug for ManifestWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -298,7 +303,7 @@ impl ManifestWriter {
         // small-message migration for a few percent of the manifest's size.
         let enc =
             zstd::stream::write::Encoder::new(std::io::BufWriter::with_capacity(1 << 16, file), 1).map_err(tmp_err)?;
-        Ok(ManifestWriter { enc, records: 0, hasher: blake3::Hasher::new() })
+        Ok(ManifestWriter { enc, records: 0, hasher: blake3::Hasher::new(), pending: Vec::new() })
     }
 
     /// Append one record.
@@ -310,9 +315,18 @@ impl ManifestWriter {
 
     /// Append already-encoded record lines (each ending in `\n`), e.g. carried over from a previous pass.
     pub fn write_lines(&mut self, lines: &[u8], count: u64) -> Result<()> {
-        self.enc.write_all(lines).map_err(tmp_err)?;
-        self.hasher.update(lines);
+        self.pending.extend_from_slice(lines);
         self.records += count;
+        if self.pending.len() >= PENDING_BLOCK {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<()> {
+        self.enc.write_all(&self.pending).map_err(tmp_err)?;
+        self.hasher.update(&self.pending);
+        self.pending.clear();
         Ok(())
     }
 
@@ -323,11 +337,14 @@ impl ManifestWriter {
 
     /// BLAKE3 of the record lines written so far.
     pub fn records_hash(&self) -> ContentId {
-        ContentId::from_hash(self.hasher.finalize())
+        let mut h = self.hasher.clone();
+        h.update(&self.pending);
+        ContentId::from_hash(h.finalize())
     }
 
     /// Finish: the manifest object with `header` (whose `records` and `body_blake3` are filled in here).
-    pub fn finish(self, mut header: ManifestHeader) -> Result<Bytes> {
+    pub fn finish(mut self, mut header: ManifestHeader) -> Result<Bytes> {
+        self.flush_pending()?;
         let buf = self.enc.finish().map_err(tmp_err)?;
         let mut file = buf.into_inner().map_err(|e| tmp_err(e.into_error()))?;
         file.rewind().map_err(tmp_err)?;
