@@ -321,7 +321,15 @@ pub fn split_streamed(data: &[u8], step: usize) -> Vec<Seg> {
 /// Mail flags from `Status:` and `X-Status:` headers in a header block (e.g. `RO` + `A` → `"ROA"`).
 pub fn status_flags(headers: &[u8]) -> Option<String> {
     let mut flags = String::new();
-    for line in headers.split(|&b| b == b'\n') {
+    let mut start = 0;
+    // Lines found with memchr (a header block is a few KiB; a byte-by-byte split cost 2 % of an Enron migration).
+    let ends = memchr::memchr_iter(b'\n', headers).chain(std::iter::once(headers.len()));
+    for end in ends {
+        let line = &headers[start..end];
+        start = end + 1;
+        if !matches!(line.first(), Some(b's' | b'S' | b'x' | b'X')) {
+            continue;
+        }
         let value = if line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"status:") {
             &line[7..]
         } else if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"x-status:") {
@@ -434,5 +442,8 @@ mod tests {
     fn flags() {
         assert_eq!(status_flags(b"Subject: x\nStatus: RO\nX-Status: A\n\n"), Some("ROA".into()));
         assert_eq!(status_flags(b"Subject: x\n\n"), None);
+        // CRLF, no final line end, flags repeated, a header that only starts like one.
+        assert_eq!(status_flags(b"status: R\r\nX-Mailer: y\r\nx-status: FR"), Some("RF".into()));
+        assert_eq!(status_flags(b"Statusx: R\nSubject: Status: O"), None);
     }
 }
