@@ -3,12 +3,12 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::manifest::RecordReader;
+use crate::manifest::{Carried, CarriedReader};
 use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Source, maildir, mbox};
 
 /// The previous pass's manifest, read in step with the walk.
 pub(super) struct PrevCursor {
-    pub(super) records: std::iter::Peekable<RecordReader>,
+    pub(super) records: std::iter::Peekable<CarriedReader>,
 }
 
 pub(super) struct PrevFile {
@@ -26,7 +26,7 @@ impl PrevCursor {
             let order = match self.records.peek() {
                 None => return Ok(None),
                 Some(Err(_)) => return Err(self.records.next().expect("peeked").expect_err("is error")),
-                Some(Ok((Record::File { path, .. }, _))) => source::walk_cmp(&path.0, rel),
+                Some(Ok((Carried::File { path, .. }, _))) => source::walk_cmp(path, rel),
                 Some(Ok(_)) => {
                     self.records.next();
                     continue;
@@ -36,7 +36,7 @@ impl PrevCursor {
                 std::cmp::Ordering::Greater => return Ok(None),
                 std::cmp::Ordering::Less => self.skip_block(None)?,
                 std::cmp::Ordering::Equal => {
-                    let Some(Ok((Record::File { size: s, mtime: m, .. }, _))) = self.records.peek() else {
+                    let Some(Ok((Carried::File { size: s, mtime: m, .. }, _))) = self.records.peek() else {
                         unreachable!("peeked a file record")
                     };
                     if (*s, *m) != (size, mtime) {
@@ -58,11 +58,11 @@ impl PrevCursor {
             if let Some(p) = into.as_deref_mut() {
                 p.lines.extend_from_slice(&line);
                 p.count += 1;
-                if matches!(rec, Record::Msg { .. }) {
+                if rec == Carried::Msg {
                     p.messages += 1;
                 }
             }
-            if matches!(rec, Record::End { .. }) {
+            if rec == Carried::End {
                 return Ok(());
             }
         }
