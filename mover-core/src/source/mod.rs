@@ -86,7 +86,9 @@ pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
 struct Frame {
     abs: PathBuf,
     rel: Vec<u8>,
-    children: std::vec::IntoIter<(Vec<u8>, bool)>,
+    /// Name, whether it is a directory, and the entry (whose `metadata` is an `lstat` relative to the open
+    /// directory: no walk of the whole path per file).
+    children: std::vec::IntoIter<(Vec<u8>, bool, std::fs::DirEntry)>,
     /// This directory is the `cur`/`new`/`tmp` of a Maildir.
     maildir_sub: Option<&'static str>,
     /// This directory is a Maildir (has `cur/` or `new/`).
@@ -149,11 +151,11 @@ impl FsSource {
         for e in std::fs::read_dir(&abs)? {
             let e = e?;
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            children.push((e.file_name().as_bytes().to_vec(), is_dir));
+            children.push((e.file_name().as_bytes().to_vec(), is_dir, e));
         }
-        children.sort();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
         let is_maildir = maildir_sub.is_none()
-            && children.iter().any(|(n, d)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
+            && children.iter().any(|(n, d, _)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
         Ok(Frame { abs, rel, children: children.into_iter(), maildir_sub, is_maildir })
     }
 }
@@ -204,13 +206,16 @@ impl Source for FsSource {
         }
         loop {
             let top = &mut self.stack.last_mut()?.0;
-            let Some((name, _)) = top.children.next() else {
+            let Some((name, _, dirent)) = top.children.next() else {
                 self.stack.pop();
                 continue;
             };
             let abs = top.abs.join(OsStr::from_bytes(&name));
             let rel = join_rel(&top.rel, &name);
-            let (meta, stat) = match lstat(&abs) {
+            let (meta, stat) = match dirent.metadata().map(|m| {
+                let s = Stat::of(&m);
+                (m, s)
+            }) {
                 Ok(x) => x,
                 Err(e) => return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs.display()), e) })),
             };
