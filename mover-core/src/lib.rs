@@ -6,9 +6,10 @@
 //! ```text
 //!  source ──► split ──► mime ──► index (dedupe) ──► compress ──► pack ──► store
 //!  (Maildir,  (header   (attach-  (BLAKE3 content   (zstd,       (segments (local dir │ S3 │ memory;
-//!   mbox)      block,    ments     ids, one blob    dictionaries of small   retry, counting wrappers)
-//!              body)     decoded)  per destination)  for headers  blobs, + index)
-//!                                                    and bodies)
+//!   mbox)      block,    ments     ids, one blob    1 MiB        of small   retry, counting wrappers)
+//!              body)     decoded)  per destination)  segments;    blobs, + index)
+//!                                                    dictionaries
+//!                                                    opt-in)
 //!                                                      manifest: what a mailbox is, committed after its packs
 //!                                                      restore: replay a manifest, checking every hash
 //! ```
