@@ -1093,9 +1093,9 @@ mod tests {
         check_with(msg, &Options::all_from(MIN_ENCODED_LEN))
     }
 
-    #[test]
-    fn quoted_printable_decoded_only_from_attachment_size() {
-        let recipe = Recipe {
+    /// The quoted-printable recipe most mail is written with: 76 columns, LF, look-ahead.
+    fn qp76() -> Recipe {
+        Recipe {
             version: 1,
             encoding: TransferEncoding::QuotedPrintable,
             width: 76,
@@ -1103,7 +1103,12 @@ mod tests {
             eol: false,
             nopad: false,
             eager: false,
-        };
+        }
+    }
+
+    #[test]
+    fn quoted_printable_decoded_only_from_attachment_size() {
+        let recipe = qp76();
         let short = b"caf\xe9 cr\xe8me, ".repeat(200);
         let body = encode(&short, &recipe);
         assert!(body.len() >= MIN_ENCODED_LEN && body.len() < MIN_QP_LEN);
@@ -1436,15 +1441,7 @@ mod tests {
     #[test]
     fn noncanonical_quoted_printable_stays_raw() {
         let text = b"caf\xe9 = cr\xe8me br\xfbl\xe9e, ".repeat(20);
-        let recipe = Recipe {
-            version: 1,
-            encoding: TransferEncoding::QuotedPrintable,
-            width: 76,
-            crlf: false,
-            eol: false,
-            nopad: false,
-            eager: false,
-        };
+        let recipe = qp76();
         let good = encode(&text, &recipe);
         let reason = |body: &[u8]| {
             let (parts, stats) = check(&message("q", "quoted-printable", body, "\n"));
@@ -1778,15 +1775,7 @@ mod tests {
             .collect();
         sets.push(("synthetic 4 x 400 KB base64".into(), vec![build(&atts, "\n")]));
         let text = b"Plain text, with a few =E9 accents and long lines that need soft breaks. ".repeat(20_000);
-        let recipe = Recipe {
-            version: 1,
-            encoding: TransferEncoding::QuotedPrintable,
-            width: 76,
-            crlf: false,
-            eol: false,
-            nopad: false,
-            eager: false,
-        };
+        let recipe = qp76();
         sets.push((
             "synthetic 1.5 MB quoted-printable".into(),
             vec![message("q", "quoted-printable", &encode(&text, &recipe), "\n")],
