@@ -451,6 +451,20 @@ impl Iterator for CarriedReader {
             Err(e) => return Some(Err(e)),
         };
         let cheap = match record_kind(&line) {
+            Some(b"file") => {
+                // Straight into the three fields needed (serde's internally tagged enums buffer every field first).
+                #[derive(Deserialize)]
+                struct FileLite {
+                    path: ByteStr,
+                    size: u64,
+                    mtime: i64,
+                }
+                serde_json::from_slice::<FileLite>(&line).ok().map(|f| Carried::File {
+                    path: f.path.0,
+                    size: f.size,
+                    mtime: f.mtime,
+                })
+            }
             Some(b"msg") => Some(Carried::Msg),
             Some(b"end") => Some(Carried::End),
             Some(b"dir" | b"symlink" | b"data" | b"quarantine") => Some(Carried::Other),
