@@ -28,7 +28,8 @@ pub fn take(cap: usize) -> Vec<u8> {
         .map(|(i, _)| i);
     match best {
         Some(i) => free.swap_remove(i),
-        None => Vec::with_capacity(cap.next_power_of_two()),
+        // Exactly `cap`: the memory held stays what the pipeline's budgets count.
+        None => Vec::with_capacity(cap),
     }
 }
 

@@ -187,6 +187,9 @@ pub struct MigrateArgs {
     /// 1 % of the packs and cost about 0.1 s of training per destination.
     #[arg(long)]
     pub dictionaries: bool,
+    /// Accepted for scripts written before dictionaries became opt-in; does nothing.
+    #[arg(long, hide = true)]
+    pub no_dictionary: bool,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
@@ -330,8 +333,15 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
         // The total is for the display only: it is summed by a walk of its own on a blocking thread, so the
         // migration does not wait for it (the bar shows a length once it is known).
         let bar = indicatif::ProgressBar::new(0);
+        // A detached thread: the process does not wait for it at exit (a no-change pass can end long before a
+        // walk of a large tree does).
         let (b, source) = (bar.clone(), a.source.clone());
-        tokio::task::spawn_blocking(move || b.set_length(dir_size_estimate(&source)));
+        std::thread::spawn(move || {
+            let total = dir_size_estimate(&source);
+            if !b.is_finished() {
+                b.set_length(total);
+            }
+        });
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",

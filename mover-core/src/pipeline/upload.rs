@@ -36,7 +36,10 @@ impl Uploader {
         streamed: Option<Box<dyn crate::store::ObjectWriter>>,
     ) -> Result<()> {
         self.reap()?;
-        let kib = ((sealed.data.len() >> 10) as u32).clamp(1, self.budget_kib);
+        // A streamed pack is charged its whole size too: its bytes are on their way to disk rather than in memory,
+        // but the budget also bounds how many packs are being flushed at once.
+        let bytes = streamed.as_ref().map_or(sealed.data.len() as u64, |w| w.written() + sealed.data.len() as u64);
+        let kib = ((bytes >> 10).min(u32::MAX as u64) as u32).clamp(1, self.budget_kib);
         let permit = self
             .handle
             .block_on(self.budget.clone().acquire_many_owned(kib))

@@ -30,6 +30,8 @@ pub struct LocalStore {
 struct Inner {
     root: PathBuf,
     counter: AtomicU64,
+    /// Random part of this store handle's temporary file names.
+    token: String,
 }
 
 impl LocalStore {
@@ -38,16 +40,20 @@ impl LocalStore {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join(TMP_DIR))
             .map_err(|e| Error::io(format!("creating store directory {}", root.display()), e))?;
-        // Leftovers of interrupted writes: never part of the store. A file of a process that is still running is a
-        // write in progress (another migration into the same directory streams its pack there) and is left alone.
+        // Leftovers of interrupted writes: never part of the store. A write in progress (another migration into the
+        // same directory streaming its pack, in this or another process, container or host) holds a lock on its
+        // file for as long as it writes, and is left alone.
         if let Ok(entries) = fs::read_dir(root.join(TMP_DIR)) {
             for e in entries.flatten() {
-                if tmp_is_stale(&e.file_name().to_string_lossy()) {
+                let Ok(f) = File::open(e.path()) else { continue };
+                if f.try_lock().is_ok() {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
-        Ok(LocalStore { inner: Arc::new(Inner { root, counter: AtomicU64::new(0) }) })
+        // A name no other process picks: the process id alone repeats across PID namespaces (containers).
+        let token = crate::id::PackId::fresh().to_string()[..12].to_string();
+        Ok(LocalStore { inner: Arc::new(Inner { root, counter: AtomicU64::new(0), token }) })
     }
 
     /// The root directory.
@@ -75,20 +81,32 @@ impl Inner {
         if mode == PutMode::Create && dest.exists() {
             return Ok(PutOutcome::AlreadyExists);
         }
-        let tmp = self.tmp_path();
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
-        };
-        write().map_err(|e| Error::io(format!("writing object {key} to {}", tmp.display()), e))?;
-        self.place(key, &tmp, &dest, mode)
+        let (tmp, mut f) = self.tmp_file()?;
+        if let Err(e) = f.write_all(data).and_then(|()| f.sync_all()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing object {key} to {}", tmp.display()), e));
+        }
+        // The lock is held (the file open) until the object is in place.
+        let placed = self.place(key, &tmp, &dest, mode);
+        drop(f);
+        placed
     }
 
-    /// A fresh temporary file name.
-    fn tmp_path(&self) -> PathBuf {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.root.join(TMP_DIR).join(format!("{}-{n}", std::process::id()))
+    /// A new temporary file, created (never an existing one opened) and locked while it is written, so that a
+    /// store opened meanwhile by another process does not take it for a leftover.
+    fn tmp_file(&self) -> Result<(PathBuf, File)> {
+        loop {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.root.join(TMP_DIR).join(format!("{}-{}-{n}", std::process::id(), self.token));
+            match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => {
+                    f.lock().map_err(|e| Error::io(format!("locking {}", tmp.display()), e))?;
+                    return Ok((tmp, f));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(format!("creating {}", tmp.display()), e)),
+            }
+        }
     }
 
     /// Move the flushed temporary file `tmp` to `dest` (the object `key`), durably.
@@ -180,14 +198,6 @@ impl Inner {
     }
 }
 
-/// Whether a temporary file (named `<pid>-<n>`) was left by a process that is gone. Where processes cannot be
-/// looked up (no `/proc`), every leftover is stale.
-fn tmp_is_stale(name: &str) -> bool {
-    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { return true };
-    let proc = Path::new("/proc");
-    !(proc.join("self").exists() && proc.join(pid.to_string()).exists())
-}
-
 fn not_found_or_io(key: &str, path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         Error::new(ErrorKind::NotFound, format!("object {key} not found ({})", path.display()))
@@ -237,20 +247,21 @@ impl ObjectWriter for LocalWriter {
     }
 
     fn commit(mut self: Box<Self>) -> Result<PutOutcome> {
-        let f = self.file.take().expect("committed once");
+        let f = self.file.as_ref().expect("committed once");
         f.sync_all().map_err(|e| Error::io(format!("flushing object {} in {}", self.key, self.tmp.display()), e))?;
-        drop(f);
         if self.mode == PutMode::Create && self.dest.exists() {
-            let _ = fs::remove_file(&self.tmp);
-            return Ok(PutOutcome::AlreadyExists);
+            return Ok(PutOutcome::AlreadyExists); // the temporary file goes with the writer
         }
-        self.inner.place(&self.key, &self.tmp, &self.dest, self.mode)
+        // `place` moves the temporary file away or removes it, on success and on error; the lock is held until then.
+        let placed = self.inner.place(&self.key, &self.tmp, &self.dest, self.mode);
+        self.file = None;
+        placed
     }
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        // Not committed: the object never existed.
+        // Not placed (dropped before the commit, or the commit failed before placing): the object never existed.
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
         }
@@ -270,8 +281,7 @@ impl Store for LocalStore {
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
         let dest = self.inner.path(key)?;
-        let tmp = self.inner.tmp_path();
-        let file = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let (tmp, file) = self.inner.tmp_file()?;
         let inner = self.inner.clone();
         Ok(Some(Box::new(LocalWriter { inner, key: key.to_string(), dest, tmp, file: Some(file), written: 0, mode })))
     }
@@ -366,17 +376,26 @@ mod tests {
         let store = LocalStore::create(dir.path()).unwrap();
         let mut w = store.writer("packs/ab/x.pack", PutMode::Create).unwrap().unwrap();
         w.write(b"still being written").unwrap();
-        // A leftover of a process that is gone (pid 0 is never a process directory) and an unparsable name.
-        fs::write(dir.path().join(TMP_DIR).join("0-7"), b"torn").unwrap();
+        // Leftovers of writes that ended (nobody holds their lock), whatever their names.
+        fs::write(dir.path().join(TMP_DIR).join("1-abc-0"), b"torn").unwrap();
         fs::write(dir.path().join(TMP_DIR).join("junk"), b"torn").unwrap();
-        // Another migration opens the same directory while this one streams its pack.
-        let _other = LocalStore::create(dir.path()).unwrap();
+        // Another migration opens the same directory while this one streams its pack (the lock is per open file,
+        // so a second handle in this process stands for another process, container or host).
+        let other = LocalStore::create(dir.path()).unwrap();
         let left: Vec<String> = fs::read_dir(dir.path().join(TMP_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].starts_with(&format!("{}-", std::process::id())));
+        // Both stream at once (same process id, each counting from 0): their temporary files never collide.
+        let mut w2 = other.writer("packs/cd/y.pack", PutMode::Create).unwrap().unwrap();
+        w2.write(b"the other pack").unwrap();
+        w.write(b", and more").unwrap();
+        assert_eq!(w2.commit().unwrap(), PutOutcome::Written);
         assert_eq!(w.commit().unwrap(), PutOutcome::Written);
+        assert_eq!(fs::read(dir.path().join("packs/ab/x.pack")).unwrap(), b"still being written, and more");
+        assert_eq!(fs::read(dir.path().join("packs/cd/y.pack")).unwrap(), b"the other pack");
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
     }
 }
