@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{ObjectMeta, PutMode, PutOutcome, Store};
+use super::{ObjectMeta, ObjectWriter, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
 
 /// How often and how patiently to retry. Deserializable for config files (`deny_unknown_fields`).
@@ -213,6 +213,12 @@ impl<S: Store> Store for RetryStore<S> {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    /// The inner store's writer, not retried as a whole (its bytes are not kept): a store whose writer makes
+    /// requests retries them itself (the S3 store retries each part with its part backoff).
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.inner.writer(key, mode)
     }
 }
 
