@@ -472,12 +472,13 @@ async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
     assert_eq!(count(&server, is_create_upload), 1);
     assert_eq!(store.get("packs/small").await?, small);
 
-    // A part failing once is retried alone; the object is whole.
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = seen.clone();
+    // A part failing 4 times is retried alone, with RetryStore's policy (8 attempts), not part_retry's 3; the
+    // object is whole.
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let f = failures.clone();
     server.set_faults(move |r| {
         let hit = r.is_upload_part() && r.query.split('&').any(|p| p == "partNumber=2");
-        (hit && !s.swap(true, std::sync::atomic::Ordering::SeqCst)).then_some(Fault::InternalError)
+        (hit && f.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4).then_some(Fault::InternalError)
     });
     let (st, d) = (store.clone(), data.clone());
     let outcome = tokio::task::spawn_blocking(move || {
@@ -487,8 +488,8 @@ async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
     })
     .await??;
     assert_eq!(outcome, PutOutcome::Written);
-    assert_eq!(count(&server, |r| r.fault.is_some()), 1);
-    assert_eq!(count(&server, |r| r.is_upload_part()), 3 + 4, "3 parts + 1 retried");
+    assert_eq!(count(&server, |r| r.fault.is_some()), 4);
+    assert_eq!(count(&server, |r| r.is_upload_part()), 3 + 3 + 4, "3 parts + 3 parts and 4 failed attempts");
     server.clear_faults();
     assert!(store.get("packs/p2").await? == data);
 

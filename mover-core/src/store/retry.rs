@@ -215,10 +215,10 @@ impl<S: Store> Store for RetryStore<S> {
         self.run("delete", key, || self.inner.delete(key)).await
     }
 
-    /// The inner store's writer, not retried as a whole (its bytes are not kept): a store whose writer makes
-    /// requests retries them itself (the S3 store retries each part with its part backoff).
+    /// The inner store's writer, which cannot be retried as a whole (its bytes are not kept): the inner store's
+    /// writer retries each of its requests with this store's policy instead ([`Store::writer_retrying`]).
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
-        self.inner.writer(key, mode)
+        self.inner.writer_retrying(key, mode, &self.backoff.config)
     }
 }
 
@@ -256,6 +256,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn super::ObjectWriter>>> {
         (**self).writer(key, mode)
+    }
+
+    fn writer_retrying(
+        &self,
+        key: &str,
+        mode: PutMode,
+        retry: &RetryConfig,
+    ) -> Result<Option<Box<dyn super::ObjectWriter>>> {
+        (**self).writer_retrying(key, mode, retry)
     }
 }
 

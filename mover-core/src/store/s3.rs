@@ -44,7 +44,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -260,16 +260,17 @@ struct Inner {
     tuning: Tuning,
     client: OnceCell<Client>,
     permits: Semaphore,
-    part_backoff: Backoff,
+    part_backoff: Arc<Backoff>,
     /// For `describe()`: the explicit endpoint, without credentials.
     endpoint_shown: Option<String>,
     /// Multipart uploads in progress, for resuming them (`S3Config::state_dir`).
     journal: Option<Journal>,
     /// Parts not uploaded again because a journaled upload was resumed.
     resumed_parts: AtomicU64,
-    /// The tokio runtime the store was created or first used on: streamed writes ([`Store::writer`]) are called
-    /// from plain threads and run their requests there.
-    runtime: OnceLock<Handle>,
+    /// The tokio runtime the store was created or last used on: streamed writes ([`Store::writer`]) are called
+    /// from plain threads and run their requests there. The last one, so that a store outliving a runtime follows
+    /// the next.
+    runtime: Mutex<Option<Handle>>,
 }
 
 impl fmt::Debug for S3Store {
@@ -312,11 +313,11 @@ impl S3Store {
             )));
         }
         let endpoint_shown = config.endpoint_url.clone().or_else(env_endpoint).as_deref().map(strip_userinfo);
-        let part_backoff = Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
+        let part_backoff = Arc::new(Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
             max_attempts: 5,
             base_backoff_ms: 200,
             max_backoff_ms: 5_000,
-        }))?;
+        }))?);
         Ok(S3Store {
             inner: Arc::new(Inner {
                 location,
@@ -327,7 +328,7 @@ impl S3Store {
                 endpoint_shown,
                 journal: config.state_dir.as_deref().map(Journal::new),
                 resumed_parts: AtomicU64::new(0),
-                runtime: Handle::try_current().map(OnceLock::from).unwrap_or_default(),
+                runtime: Mutex::new(Handle::try_current().ok()),
                 config,
             }),
         })
@@ -373,10 +374,8 @@ impl S3Store {
     }
 
     async fn client(&self) -> Result<&Client> {
-        if self.inner.runtime.get().is_none()
-            && let Ok(handle) = Handle::try_current()
-        {
-            let _ = self.inner.runtime.set(handle);
+        if let Ok(handle) = Handle::try_current() {
+            *self.inner.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
         self.inner
             .client
@@ -415,6 +414,29 @@ impl S3Store {
     /// `s3://bucket/full-key` for error messages.
     fn url(&self, full_key: &str) -> String {
         format!("s3://{}/{full_key}", self.inner.location.bucket)
+    }
+
+    /// A writer streaming `key` as a multipart upload, retrying its requests with `backoff`; `None` (the caller puts
+    /// the object whole) when there is no tokio runtime to run the requests on.
+    fn stream_writer(&self, key: &str, mode: PutMode, backoff: Arc<Backoff>) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let full_key = self.full_key(key)?;
+        let last = || self.inner.runtime.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(runtime) = Handle::try_current().ok().or_else(last) else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(S3Writer {
+            store: self.clone(),
+            runtime,
+            backoff,
+            full_key,
+            mode,
+            part_size: self.inner.tuning.part_size as usize,
+            buf: BytesMut::new(),
+            written: 0,
+            upload: None,
+            exists: false,
+            failed: false,
+        })))
     }
 
     /// A whole object: a single PutObject up to the multipart threshold, a multipart upload above.
@@ -474,7 +496,7 @@ impl S3Store {
         part_size: u64,
         mode: PutMode,
     ) -> Result<PutOutcome> {
-        let upload_id = self.create_upload(client, full_key).await?;
+        let upload_id = self.create_upload(&self.inner.part_backoff, client, full_key).await?;
         let mut guard = AbortGuard::new(client, &self.inner.location.bucket, full_key, &upload_id);
         let result =
             self.upload_parts_and_complete(client, full_key, &upload_id, data, part_size, mode, Vec::new(), None).await;
@@ -510,7 +532,7 @@ impl S3Store {
             let (upload_id, done, journaled) = match resumed {
                 Some((upload_id, done)) => (upload_id, done, true),
                 None => {
-                    let upload_id = self.create_upload(client, full_key).await?;
+                    let upload_id = self.create_upload(&self.inner.part_backoff, client, full_key).await?;
                     let bucket = &self.inner.location.bucket;
                     let header = UploadRecord::new(bucket, full_key, &upload_id, part_size, len, &hashes.whole);
                     let journaled = match entry.begin(header).await {
@@ -706,10 +728,9 @@ impl S3Store {
             .await
     }
 
-    async fn create_upload(&self, client: &Client, full_key: &str) -> Result<String> {
+    async fn create_upload(&self, backoff: &Backoff, client: &Client, full_key: &str) -> Result<String> {
         let url = self.url(full_key);
-        self.inner
-            .part_backoff
+        backoff
             .run("starting multipart upload of", &url, || async {
                 let _permit = self.permit().await;
                 let out = client
@@ -799,6 +820,7 @@ impl S3Store {
                 let body = data.slice(start as usize..end as usize);
                 let part_number = (next + 1) as i32;
                 tasks.spawn(self.clone().upload_part_retrying(
+                    self.inner.part_backoff.clone(),
                     client.clone(),
                     full_key.to_string(),
                     upload_id.to_string(),
@@ -828,14 +850,16 @@ impl S3Store {
             Self::journal_part(&mut journal, &part, size, &url).await;
             parts.push(part);
         }
-        self.complete_upload(client, full_key, upload_id, parts, len, mode).await
+        self.complete_upload(&self.inner.part_backoff, client, full_key, upload_id, parts, len, mode).await
     }
 
     /// CompleteMultipartUpload of `parts` (in any order), retried with the part backoff; `If-None-Match: *` for a
     /// create (`AlreadyExists` when refused). A retry that finds the upload gone asks HEAD whether an earlier
     /// attempt completed it (an object of `len` bytes).
+    #[allow(clippy::too_many_arguments)]
     async fn complete_upload(
         &self,
+        backoff: &Backoff,
         client: &Client,
         full_key: &str,
         upload_id: &str,
@@ -847,8 +871,7 @@ impl S3Store {
         parts.sort_by_key(|p| p.part_number());
         let upload = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
         let attempts = AtomicU32::new(0);
-        self.inner
-            .part_backoff
+        backoff
             .run("completing multipart upload of", &url, || async {
                 let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
                 let mut req = client
@@ -885,6 +908,7 @@ impl S3Store {
     /// One part, retried with the part backoff (an owned future, to be spawned); returns the part and its size.
     async fn upload_part_retrying(
         self,
+        backoff: Arc<Backoff>,
         client: Client,
         key: String,
         upload_id: String,
@@ -893,8 +917,7 @@ impl S3Store {
     ) -> Result<(CompletedPart, u64)> {
         let what = format!("part {part_number} of {}", self.url(&key));
         let size = body.len() as u64;
-        self.inner
-            .part_backoff
+        backoff
             .run("uploading", &what, || self.upload_part(&client, &key, &upload_id, part_number, body.clone(), &what))
             .await
             .map(|part| (part, size))
@@ -1010,7 +1033,7 @@ impl Drop for AbortGuard {
 
 /// An object uploaded as it is written ([`Store::writer`]): the bytes are cut in parts of the store's part size; the
 /// multipart upload is created when the first part is full (after a HEAD, for a create: an existing object is not
-/// uploaded again), and each full part goes up as a task on the store's runtime, retried with the part backoff, at
+/// uploaded again), and each full part goes up as a task on the store's runtime, retried (`S3Writer::backoff`), at
 /// most [`STREAM_PARTS_IN_FLIGHT`] at a time (a write waits for a slot). `commit` sends the last part and completes
 /// the upload with the same create semantics as a put; an object that never filled a part is put whole. Dropped
 /// before `commit`, the upload is aborted (after the parts in flight end). Not journaled: streamed objects are
@@ -1020,6 +1043,8 @@ impl Drop for AbortGuard {
 struct S3Writer {
     store: S3Store,
     runtime: Handle,
+    /// Retries of every request of the stream: the policy of the `RetryStore` around the store, else `part_retry`.
+    backoff: Arc<Backoff>,
     full_key: String,
     mode: PutMode,
     part_size: usize,
@@ -1044,7 +1069,14 @@ struct StreamedUpload {
 
 impl StreamedUpload {
     /// Start uploading part `next_part`.
-    fn spawn_part(&mut self, store: &S3Store, key: &str, body: Bytes, runtime: &Handle) -> Result<()> {
+    fn spawn_part(
+        &mut self,
+        store: &S3Store,
+        backoff: &Arc<Backoff>,
+        key: &str,
+        body: Bytes,
+        runtime: &Handle,
+    ) -> Result<()> {
         let part_number = self.next_part;
         if part_number as u64 > MAX_PARTS {
             return Err(Error::config(format!(
@@ -1055,6 +1087,7 @@ impl StreamedUpload {
         }
         self.next_part += 1;
         let part = store.clone().upload_part_retrying(
+            backoff.clone(),
             self.client.clone(),
             key.to_string(),
             self.upload_id.clone(),
@@ -1092,16 +1125,17 @@ impl S3Writer {
     fn send_part(&mut self) -> Result<()> {
         let body = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size)).freeze();
         let (store, key, runtime, mode) = (&self.store, &self.full_key, &self.runtime, self.mode);
+        let backoff = &self.backoff;
         if self.upload.is_none() {
             let started = runtime.block_on(async {
                 // Retried here like every request of a streamed object (RetryStore cannot redo a stream).
                 let url = store.url(key);
-                let head = || store.inner.part_backoff.run("checking", &url, || store.head_full(key));
+                let head = || backoff.run("checking", &url, || store.head_full(key));
                 if mode == PutMode::Create && head().await?.is_some() {
                     return Ok(None);
                 }
                 let client = store.client().await?.clone();
-                let upload_id = store.create_upload(&client, key).await?;
+                let upload_id = store.create_upload(backoff, &client, key).await?;
                 Ok::<_, Error>(Some(StreamedUpload {
                     client,
                     upload_id,
@@ -1129,7 +1163,7 @@ impl S3Writer {
             let done = runtime.block_on(upload.tasks.join_next()).expect("tasks are in flight");
             upload.finished(done)?;
         }
-        upload.spawn_part(store, key, body, runtime)
+        upload.spawn_part(store, backoff, key, body, runtime)
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -1175,24 +1209,25 @@ impl ObjectWriter for S3Writer {
         let data = std::mem::take(&mut self.buf).freeze();
         let Some(mut upload) = self.upload.take() else {
             // Never filled a part: a put, as `Store::put` would do it, retried here (RetryStore does not see it).
-            let (store, key, mode) = (&self.store, &self.full_key, self.mode);
+            let (store, key, mode, backoff) = (&self.store, &self.full_key, self.mode, &self.backoff);
             return self.runtime.block_on(async {
                 if data.len() as u64 > store.inner.tuning.multipart_threshold {
                     // Parts larger than the threshold: a multipart put, whose requests are retried one by one.
                     return store.put_multipart(key, data, mode).await;
                 }
                 let url = store.url(key);
-                store.inner.part_backoff.run("putting", &url, || store.put_single(key, data.clone(), mode)).await
+                backoff.run("putting", &url, || store.put_single(key, data.clone(), mode)).await
             });
         };
         let (store, key, runtime, mode, len) = (&self.store, &self.full_key, &self.runtime, self.mode, self.written);
+        let backoff = &self.backoff;
         let result = runtime.block_on(async {
             if !data.is_empty() {
-                upload.spawn_part(store, key, data, runtime)?;
+                upload.spawn_part(store, backoff, key, data, runtime)?;
             }
             upload.join_all().await?;
             let parts = std::mem::take(&mut upload.parts);
-            store.complete_upload(&upload.client, key, &upload.upload_id, parts, len, mode).await
+            store.complete_upload(backoff, &upload.client, key, &upload.upload_id, parts, len, mode).await
         });
         if !matches!(result, Ok(PutOutcome::Written)) {
             // Refused by If-None-Match, or failed: abort now and wait for it, so that nothing is left behind.
@@ -1437,22 +1472,18 @@ impl Store for S3Store {
     /// full, at most [`STREAM_PARTS_IN_FLIGHT`] at a time. `None` (the caller puts the object whole) when there is
     /// no tokio runtime to run the requests on.
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
-        let full_key = self.full_key(key)?;
-        let Some(runtime) = Handle::try_current().ok().or_else(|| self.inner.runtime.get().cloned()) else {
-            return Ok(None);
-        };
-        Ok(Some(Box::new(S3Writer {
-            store: self.clone(),
-            runtime,
-            full_key,
-            mode,
-            part_size: self.inner.tuning.part_size as usize,
-            buf: BytesMut::new(),
-            written: 0,
-            upload: None,
-            exists: false,
-            failed: false,
-        })))
+        self.stream_writer(key, mode, self.inner.part_backoff.clone())
+    }
+
+    /// [`Store::writer`] whose requests are retried under `retry` (the policy of the [`super::RetryStore`] around
+    /// this store) instead of [`S3Config::part_retry`].
+    fn writer_retrying(
+        &self,
+        key: &str,
+        mode: PutMode,
+        retry: &StoreRetryConfig,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.stream_writer(key, mode, Arc::new(Backoff::new(retry.clone())?))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
