@@ -33,9 +33,11 @@ fn is_create_upload(r: &server::RequestInfo) -> bool {
 async fn conformance_against_s3s_fs() -> anyhow::Result<()> {
     let server = S3Server::start().await?;
     run_all(&server.s3_store("conformance/under/a/prefix")).await;
-    // The suite's 9 MiB object went up as a multipart upload (threshold 6 MiB) in two 5 MiB parts.
-    assert_eq!(count(&server, is_create_upload), 1);
-    assert_eq!(count(&server, |r| r.is_upload_part()), 2);
+    // The suite's 9 MiB object went up as a multipart upload (threshold 6 MiB) in two 5 MiB parts; its streamed
+    // 12 MiB objects in three parts each (created, overwritten; the refused create sends none), and the dropped
+    // one in the two parts filled before the drop.
+    assert_eq!(count(&server, is_create_upload), 4);
+    assert_eq!(count(&server, |r| r.is_upload_part()), 2 + 3 + 3 + 2);
     // At the bucket root too.
     run_all(&server.s3_store("")).await;
     Ok(())
@@ -383,6 +385,132 @@ async fn conformance_against_ceph_rgw() -> anyhow::Result<()> {
     for o in store.list("").await? {
         store.delete(&o.key).await?;
     }
+    Ok(())
+}
+
+// ---- Streamed objects (Store::writer) ----
+
+fn is_put_object(r: &server::RequestInfo) -> bool {
+    r.method == "PUT" && !r.query.contains("partNumber=")
+}
+
+/// Wait (up to 10 s) until the server saw `n` requests matching `pred`.
+async fn wait_for(server: &S3Server, n: usize, pred: impl Fn(&server::RequestInfo) -> bool) -> bool {
+    for _ in 0..1000 {
+        if count(server, &pred) >= n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Write `data` in uneven pieces.
+fn write_pieces(w: &mut dyn mover_core::store::ObjectWriter, data: &[u8]) {
+    let mut at = 0;
+    for n in [3usize, 4 * MIB + 5, 77, 2 * MIB, 1, 6 * MIB + 1].iter().cycle() {
+        if at == data.len() {
+            break;
+        }
+        let end = (at + n).min(data.len());
+        w.write(&data[at..end]).unwrap();
+        at = end;
+    }
+    assert_eq!(w.written(), data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
+    let server = S3Server::start().await?;
+    let part_retry = RetryConfig { max_attempts: 3, base_backoff_ms: 1, max_backoff_ms: 10 };
+    // Through RetryStore (it forwards the writer), as moverd opens S3 destinations; 5 MiB parts.
+    let s3 = server.s3_store_with("stream", S3Config { part_retry: Some(part_retry), ..server.config() });
+    let store: DynStore = Arc::new(RetryStore::new(s3, RetryConfig::default())?);
+    let data = pattern(12 * MIB + 17, 31);
+
+    // Written from a plain thread (no tokio context there, like the pipeline's collector): the writer runs its
+    // requests on the runtime the store was created on. Parts go up while the object is still being written.
+    let (st, d) = (store.clone(), data.clone());
+    let writing = std::thread::spawn(move || {
+        let mut w = st.writer("packs/p1", PutMode::Create).unwrap().expect("S3 streams");
+        write_pieces(w.as_mut(), &d);
+        w
+    });
+    let w = tokio::task::spawn_blocking(move || writing.join().unwrap()).await?;
+    assert!(wait_for(&server, 2, |r| r.is_upload_part()).await, "the full parts went up before the commit");
+    assert!(store.head("packs/p1").await?.is_none(), "visible before commit");
+    let outcome = tokio::task::spawn_blocking(move || w.commit()).await??;
+    assert_eq!(outcome, PutOutcome::Written);
+    assert!(store.get("packs/p1").await? == data, "streamed object differs");
+    assert_eq!(count(&server, is_create_upload), 1);
+    assert_eq!(count(&server, |r| r.is_upload_part()), 3, "12 MiB in 5 MiB parts");
+    assert_eq!(count(&server, is_put_object), 0, "no whole-object put");
+
+    // A create of an existing key: refused before any upload (HEAD), the object unchanged.
+    let (st, other) = (store.clone(), pattern(11 * MIB, 32));
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut w = st.writer("packs/p1", PutMode::Create).unwrap().unwrap();
+        write_pieces(w.as_mut(), &other);
+        w.commit()
+    })
+    .await??;
+    assert_eq!(outcome, PutOutcome::AlreadyExists);
+    assert_eq!(count(&server, is_create_upload), 1, "no upload for a refused create");
+    assert!(store.get("packs/p1").await? == data);
+
+    // An object smaller than a part is one PutObject.
+    let (st, small) = (store.clone(), pattern(100_000, 33));
+    let s2 = small.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut w = st.writer("packs/small", PutMode::Create).unwrap().unwrap();
+        write_pieces(w.as_mut(), &s2);
+        w.commit()
+    })
+    .await??;
+    assert_eq!(outcome, PutOutcome::Written);
+    assert_eq!(count(&server, is_put_object), 1);
+    assert_eq!(count(&server, is_create_upload), 1);
+    assert_eq!(store.get("packs/small").await?, small);
+
+    // A part failing 4 times is retried alone, with RetryStore's policy (8 attempts), not part_retry's 3; the
+    // object is whole.
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let f = failures.clone();
+    server.set_faults(move |r| {
+        let hit = r.is_upload_part() && r.query.split('&').any(|p| p == "partNumber=2");
+        (hit && f.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4).then_some(Fault::InternalError)
+    });
+    let (st, d) = (store.clone(), data.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut w = st.writer("packs/p2", PutMode::Create).unwrap().unwrap();
+        write_pieces(w.as_mut(), &d);
+        w.commit()
+    })
+    .await??;
+    assert_eq!(outcome, PutOutcome::Written);
+    assert_eq!(count(&server, |r| r.fault.is_some()), 4);
+    assert_eq!(count(&server, |r| r.is_upload_part()), 3 + 3 + 4, "3 parts + 3 parts and 4 failed attempts");
+    server.clear_faults();
+    assert!(store.get("packs/p2").await? == data);
+
+    // Dropped before commit: the upload is aborted and nothing is left, neither object nor parts.
+    let (st, d) = (store.clone(), data.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut w = st.writer("packs/dropped", PutMode::Create).unwrap().unwrap();
+        write_pieces(w.as_mut(), &d);
+        drop(w);
+    })
+    .await?;
+    assert!(wait_for(&server, 1, is_abort).await, "the dropped writer's upload was aborted");
+    assert!(store.head("packs/dropped").await?.is_none());
+    for _ in 0..100 {
+        if leftover_uploads(&server).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(leftover_uploads(&server), Vec::<String>::new(), "the abort removed the parts");
+    assert_eq!(count(&server, |r| r.method == "POST" && !is_create_upload(r)), 2, "two completions, not three");
     Ok(())
 }
 

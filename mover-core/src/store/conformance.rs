@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{PutMode, PutOutcome, Store};
+use super::{ObjectWriter, PutMode, PutOutcome, Store};
 use crate::error::ErrorKind;
 
 /// Run every behaviour check against `store`, under a fresh key prefix so a shared bucket can be used.
@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn Store) {
     listing(store, &prefix).await;
     delete(store, &prefix).await;
     empty_and_large(store, &prefix).await;
+    streamed_writes(store, &prefix).await;
 }
 
 fn who(store: &dyn Store) -> String {
@@ -114,4 +115,89 @@ pub async fn empty_and_large(store: &dyn Store, prefix: &str) {
     assert!(store.get(&key).await.unwrap() == data, "{}: 9 MiB object", who(store));
     let mid = store.get_range(&key, (5 << 20) - 3..(5 << 20) + 3).await.unwrap();
     assert_eq!(mid, data.slice((5 << 20) - 3..(5 << 20) + 3));
+}
+
+/// Objects written piece by piece ([`Store::writer`], for the stores that have one) round-trip byte for byte, small
+/// and spanning several parts (12 MiB in uneven pieces), honour `Create`, and leave nothing when dropped uncommitted.
+///
+/// The writer's calls block, as on the pipeline's threads: on a multi-threaded runtime they run in
+/// `block_in_place`; on a current-thread runtime they run inline (only for stores whose writer needs no runtime).
+pub async fn streamed_writes(store: &dyn Store, prefix: &str) {
+    fn blocking<R>(f: impl FnOnce() -> R) -> R {
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+    let write_all = |w: &mut Box<dyn ObjectWriter>, data: &[u8]| {
+        // Uneven pieces: tiny ones, ones across part boundaries, one larger than a part.
+        let sizes = [1usize, 1000, 3 << 20, 7, (6 << 20) + 12_345, 65_536, 999_999];
+        let mut at = 0;
+        for n in sizes.iter().cycle() {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + n).min(data.len());
+            w.write(&data[at..end]).unwrap();
+            at = end;
+            assert_eq!(w.written(), at as u64, "{}: written()", who(store));
+        }
+    };
+    let data: Bytes =
+        (0..(12 << 20) + 4321).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect::<Vec<u8>>().into();
+    let key = format!("{prefix}/streamed/large");
+    let Some(mut w) = store.writer(&key, PutMode::Create).unwrap() else { return };
+    blocking(|| write_all(&mut w, &data));
+    assert!(store.head(&key).await.unwrap().is_none(), "{}: a streamed object is visible before commit", who(store));
+    let outcome = blocking(|| w.commit().unwrap());
+    assert_eq!(outcome, PutOutcome::Written, "{}: streamed create", who(store));
+    assert!(store.get(&key).await.unwrap() == data, "{}: streamed object differs", who(store));
+
+    // Create of an existing key: AlreadyExists, and the old bytes stay.
+    let other: Bytes = data.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>().into();
+    let mut w = store.writer(&key, PutMode::Create).unwrap().expect("a writer again");
+    let outcome = blocking(|| {
+        write_all(&mut w, &other);
+        w.commit().unwrap()
+    });
+    assert_eq!(outcome, PutOutcome::AlreadyExists, "{}: streamed create of an existing key", who(store));
+    assert!(store.get(&key).await.unwrap() == data, "{}: a refused streamed create changed the object", who(store));
+
+    // Overwrite replaces it.
+    let mut w = store.writer(&key, PutMode::Overwrite).unwrap().expect("a writer again");
+    let outcome = blocking(|| {
+        write_all(&mut w, &other);
+        w.commit().unwrap()
+    });
+    assert_eq!(outcome, PutOutcome::Written, "{}: streamed overwrite", who(store));
+    assert!(store.get(&key).await.unwrap() == other, "{}: streamed overwrite", who(store));
+
+    // Small objects, and the empty one.
+    for (name, len) in [("small", 70_000usize), ("empty", 0)] {
+        let key = format!("{prefix}/streamed/{name}");
+        let mut w = store.writer(&key, PutMode::Create).unwrap().expect("a writer again");
+        let outcome = blocking(|| {
+            write_all(&mut w, &data[..len]);
+            w.commit().unwrap()
+        });
+        assert_eq!(outcome, PutOutcome::Written, "{}: streamed {name} object", who(store));
+        assert_eq!(store.get(&key).await.unwrap(), data.slice(..len), "{}: streamed {name} object", who(store));
+    }
+
+    // Dropped before commit: nothing under the key, then or later.
+    let key = format!("{prefix}/streamed/dropped");
+    let mut w = store.writer(&key, PutMode::Create).unwrap().expect("a writer again");
+    blocking(|| {
+        write_all(&mut w, &data);
+        drop(w);
+    });
+    assert!(store.head(&key).await.unwrap().is_none(), "{}: a dropped writer's object is visible", who(store));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(store.head(&key).await.unwrap().is_none(), "{}: a dropped writer's object is visible", who(store));
+    assert!(
+        store.list(&format!("{prefix}/streamed/")).await.unwrap().iter().all(|m| !m.key.ends_with("/dropped")),
+        "{}: a dropped writer's object is listed",
+        who(store)
+    );
 }

@@ -149,6 +149,10 @@ impl<S: Store> CountingStore<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
+
+    fn counting_writer(&self, inner: Option<Box<dyn ObjectWriter>>) -> Option<Box<dyn ObjectWriter>> {
+        inner.map(|inner| Box::new(CountingWriter { inner, counters: self.counters.clone() }) as Box<dyn ObjectWriter>)
+    }
 }
 
 #[async_trait]
@@ -215,10 +219,16 @@ impl<S: Store> Store for CountingStore<S> {
     }
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
-        Ok(self
-            .inner
-            .writer(key, mode)?
-            .map(|inner| Box::new(CountingWriter { inner, counters: self.counters.clone() }) as Box<dyn ObjectWriter>))
+        Ok(self.counting_writer(self.inner.writer(key, mode)?))
+    }
+
+    fn writer_retrying(
+        &self,
+        key: &str,
+        mode: PutMode,
+        retry: &super::RetryConfig,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        Ok(self.counting_writer(self.inner.writer_retrying(key, mode, retry)?))
     }
 }
 

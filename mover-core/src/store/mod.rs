@@ -105,6 +105,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = (key, mode);
         Ok(None)
     }
+
+    /// [`Store::writer`], for a writer that retries its own requests failing with transient errors under `retry`:
+    /// what [`RetryStore`] asks of its inner store, since it cannot redo a stream whose bytes are gone. The default
+    /// ignores `retry` (right for a writer whose requests cannot fail transiently, like the local store's);
+    /// wrappers forward it.
+    fn writer_retrying(&self, key: &str, mode: PutMode, retry: &RetryConfig) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let _ = retry;
+        self.writer(key, mode)
+    }
 }
 
 /// A shared, type-erased store.

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{ObjectMeta, PutMode, PutOutcome, Store};
+use super::{ObjectMeta, ObjectWriter, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
 
 /// How often and how patiently to retry. Deserializable for config files (`deny_unknown_fields`).
@@ -214,6 +214,12 @@ impl<S: Store> Store for RetryStore<S> {
     async fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, || self.inner.delete(key)).await
     }
+
+    /// The inner store's writer, which cannot be retried as a whole (its bytes are not kept): the inner store's
+    /// writer retries each of its requests with this store's policy instead ([`Store::writer_retrying`]).
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.inner.writer_retrying(key, mode, &self.backoff.config)
+    }
 }
 
 /// A shared store is a store, so wrappers can go around a type-erased [`super::DynStore`]
@@ -250,6 +256,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn super::ObjectWriter>>> {
         (**self).writer(key, mode)
+    }
+
+    fn writer_retrying(
+        &self,
+        key: &str,
+        mode: PutMode,
+        retry: &RetryConfig,
+    ) -> Result<Option<Box<dyn super::ObjectWriter>>> {
+        (**self).writer_retrying(key, mode, retry)
     }
 }
 

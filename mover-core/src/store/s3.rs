@@ -6,6 +6,9 @@
 //!                         (or resume a journaled      │ each acknowledged part ──► journal (state dir, fsync)
 //!                          upload: ListParts)         └── on failure or drop: AbortMultipartUpload (no journal), or
 //!                                                          left in the journal for the next put to resume
+//!  Store::writer ─► write: buffer one part; full ─► (HEAD for a create) CreateMultipartUpload, UploadPart task
+//!                   (≤ 2 in flight, each retried) │ commit: last part, CompleteMultipartUpload [If-None-Match: *]
+//!                   (nothing full: PutObject)     └ dropped uncommitted: AbortMultipartUpload (from a task)
 //! ```
 //!
 //! Configuration is the AWS way: the standard credential chain and `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
@@ -40,8 +43,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,14 +57,15 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use tokio::runtime::Handle;
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 
 use super::journal::{Journal, JournalEntry, PartRecord, Recorded, UploadRecord};
 use super::retry::{Backoff, RetryConfig as StoreRetryConfig};
-use super::{ObjectMeta, PutMode, PutOutcome, Store, validate_key};
+use super::{ObjectMeta, ObjectWriter, PutMode, PutOutcome, Store, validate_key};
 use crate::error::{Error, ErrorKind, Result};
 
 /// S3's smallest part size, except for the last part (S3 user guide, "Amazon S3 multipart upload limits").
@@ -78,6 +82,9 @@ const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
 const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Parts of one object in flight at once (also bounded by `max_in_flight`).
 const PARTS_IN_FLIGHT: usize = 4;
+/// Parts of one streamed object ([`Store::writer`]) in flight at once (also bounded by `max_in_flight`): with the
+/// part being filled, a streamed object holds at most three parts in memory.
+const STREAM_PARTS_IN_FLIGHT: usize = 2;
 const LIST_PAGE: i32 = 1000;
 
 /// When the SDK computes and sends request checksums and validates response checksums.
@@ -253,13 +260,17 @@ struct Inner {
     tuning: Tuning,
     client: OnceCell<Client>,
     permits: Semaphore,
-    part_backoff: Backoff,
+    part_backoff: Arc<Backoff>,
     /// For `describe()`: the explicit endpoint, without credentials.
     endpoint_shown: Option<String>,
     /// Multipart uploads in progress, for resuming them (`S3Config::state_dir`).
     journal: Option<Journal>,
     /// Parts not uploaded again because a journaled upload was resumed.
     resumed_parts: AtomicU64,
+    /// The tokio runtime the store was created or last used on: streamed writes ([`Store::writer`]) are called
+    /// from plain threads and run their requests there. The last one, so that a store outliving a runtime follows
+    /// the next.
+    runtime: Mutex<Option<Handle>>,
 }
 
 impl fmt::Debug for S3Store {
@@ -302,11 +313,11 @@ impl S3Store {
             )));
         }
         let endpoint_shown = config.endpoint_url.clone().or_else(env_endpoint).as_deref().map(strip_userinfo);
-        let part_backoff = Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
+        let part_backoff = Arc::new(Backoff::new(config.part_retry.clone().unwrap_or(StoreRetryConfig {
             max_attempts: 5,
             base_backoff_ms: 200,
             max_backoff_ms: 5_000,
-        }))?;
+        }))?);
         Ok(S3Store {
             inner: Arc::new(Inner {
                 location,
@@ -317,6 +328,7 @@ impl S3Store {
                 endpoint_shown,
                 journal: config.state_dir.as_deref().map(Journal::new),
                 resumed_parts: AtomicU64::new(0),
+                runtime: Mutex::new(Handle::try_current().ok()),
                 config,
             }),
         })
@@ -362,6 +374,9 @@ impl S3Store {
     }
 
     async fn client(&self) -> Result<&Client> {
+        if let Ok(handle) = Handle::try_current() {
+            *self.inner.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
         self.inner
             .client
             .get_or_try_init(|| async {
@@ -399,6 +414,38 @@ impl S3Store {
     /// `s3://bucket/full-key` for error messages.
     fn url(&self, full_key: &str) -> String {
         format!("s3://{}/{full_key}", self.inner.location.bucket)
+    }
+
+    /// A writer streaming `key` as a multipart upload, retrying its requests with `backoff`; `None` (the caller puts
+    /// the object whole) when there is no tokio runtime to run the requests on.
+    fn stream_writer(&self, key: &str, mode: PutMode, backoff: Arc<Backoff>) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let full_key = self.full_key(key)?;
+        let last = || self.inner.runtime.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(runtime) = Handle::try_current().ok().or_else(last) else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(S3Writer {
+            store: self.clone(),
+            runtime,
+            backoff,
+            full_key,
+            mode,
+            part_size: self.inner.tuning.part_size as usize,
+            buf: BytesMut::new(),
+            written: 0,
+            upload: None,
+            exists: false,
+            failed: false,
+        })))
+    }
+
+    /// A whole object: a single PutObject up to the multipart threshold, a multipart upload above.
+    async fn put_full(&self, full_key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        if data.len() as u64 > self.inner.tuning.multipart_threshold {
+            self.put_multipart(full_key, data, mode).await
+        } else {
+            self.put_single(full_key, data, mode).await
+        }
     }
 
     async fn put_single(&self, full_key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
@@ -449,7 +496,7 @@ impl S3Store {
         part_size: u64,
         mode: PutMode,
     ) -> Result<PutOutcome> {
-        let upload_id = self.create_upload(client, full_key).await?;
+        let upload_id = self.create_upload(&self.inner.part_backoff, client, full_key).await?;
         let mut guard = AbortGuard::new(client, &self.inner.location.bucket, full_key, &upload_id);
         let result =
             self.upload_parts_and_complete(client, full_key, &upload_id, data, part_size, mode, Vec::new(), None).await;
@@ -485,7 +532,7 @@ impl S3Store {
             let (upload_id, done, journaled) = match resumed {
                 Some((upload_id, done)) => (upload_id, done, true),
                 None => {
-                    let upload_id = self.create_upload(client, full_key).await?;
+                    let upload_id = self.create_upload(&self.inner.part_backoff, client, full_key).await?;
                     let bucket = &self.inner.location.bucket;
                     let header = UploadRecord::new(bucket, full_key, &upload_id, part_size, len, &hashes.whole);
                     let journaled = match entry.begin(header).await {
@@ -681,10 +728,9 @@ impl S3Store {
             .await
     }
 
-    async fn create_upload(&self, client: &Client, full_key: &str) -> Result<String> {
+    async fn create_upload(&self, backoff: &Backoff, client: &Client, full_key: &str) -> Result<String> {
         let url = self.url(full_key);
-        self.inner
-            .part_backoff
+        backoff
             .run("starting multipart upload of", &url, || async {
                 let _permit = self.permit().await;
                 let out = client
@@ -773,22 +819,14 @@ impl S3Store {
                 let end = (start + part_size).min(len);
                 let body = data.slice(start as usize..end as usize);
                 let part_number = (next + 1) as i32;
-                let store = self.clone();
-                let client = client.clone();
-                let key = full_key.to_string();
-                let upload_id = upload_id.to_string();
-                tasks.spawn(async move {
-                    let what = format!("part {part_number} of {}", store.url(&key));
-                    let size = body.len() as u64;
-                    store
-                        .inner
-                        .part_backoff
-                        .run("uploading", &what, || {
-                            store.upload_part(&client, &key, &upload_id, part_number, body.clone(), &what)
-                        })
-                        .await
-                        .map(|part| (part, size))
-                });
+                tasks.spawn(self.clone().upload_part_retrying(
+                    self.inner.part_backoff.clone(),
+                    client.clone(),
+                    full_key.to_string(),
+                    upload_id.to_string(),
+                    part_number,
+                    body,
+                ));
                 next += 1;
             }
             let Some(done) = tasks.join_next().await else { break };
@@ -812,11 +850,28 @@ impl S3Store {
             Self::journal_part(&mut journal, &part, size, &url).await;
             parts.push(part);
         }
+        self.complete_upload(&self.inner.part_backoff, client, full_key, upload_id, parts, len, mode).await
+    }
+
+    /// CompleteMultipartUpload of `parts` (in any order), retried with the part backoff; `If-None-Match: *` for a
+    /// create (`AlreadyExists` when refused). A retry that finds the upload gone asks HEAD whether an earlier
+    /// attempt completed it (an object of `len` bytes).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_upload(
+        &self,
+        backoff: &Backoff,
+        client: &Client,
+        full_key: &str,
+        upload_id: &str,
+        mut parts: Vec<CompletedPart>,
+        len: u64,
+        mode: PutMode,
+    ) -> Result<PutOutcome> {
+        let url = self.url(full_key);
         parts.sort_by_key(|p| p.part_number());
         let upload = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
         let attempts = AtomicU32::new(0);
-        self.inner
-            .part_backoff
+        backoff
             .run("completing multipart upload of", &url, || async {
                 let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
                 let mut req = client
@@ -848,6 +903,24 @@ impl S3Store {
                 Err(map_sdk_error(format!("completing multipart upload of {url}"), err))
             })
             .await
+    }
+
+    /// One part, retried with the part backoff (an owned future, to be spawned); returns the part and its size.
+    async fn upload_part_retrying(
+        self,
+        backoff: Arc<Backoff>,
+        client: Client,
+        key: String,
+        upload_id: String,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<(CompletedPart, u64)> {
+        let what = format!("part {part_number} of {}", self.url(&key));
+        let size = body.len() as u64;
+        backoff
+            .run("uploading", &what, || self.upload_part(&client, &key, &upload_id, part_number, body.clone(), &what))
+            .await
+            .map(|part| (part, size))
     }
 
     /// One UploadPart request; the part's ETag is what completion needs.
@@ -954,6 +1027,228 @@ impl Drop for AbortGuard {
         let req = self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id);
         handle.spawn(async move {
             let _ = req.send().await;
+        });
+    }
+}
+
+/// An object uploaded as it is written ([`Store::writer`]): the bytes are cut in parts of the store's part size; the
+/// multipart upload is created when the first part is full (after a HEAD, for a create: an existing object is not
+/// uploaded again), and each full part goes up as a task on the store's runtime, retried (`S3Writer::backoff`), at
+/// most [`STREAM_PARTS_IN_FLIGHT`] at a time (a write waits for a slot). `commit` sends the last part and completes
+/// the upload with the same create semantics as a put; an object that never filled a part is put whole. Dropped
+/// before `commit`, the upload is aborted (after the parts in flight end). Not journaled: streamed objects are
+/// packs with fresh random names, never put again under the same key.
+///
+/// The calls block on the runtime: make them from plain threads or `spawn_blocking`, never from async code.
+struct S3Writer {
+    store: S3Store,
+    runtime: Handle,
+    /// Retries of every request of the stream: the policy of the `RetryStore` around the store, else `part_retry`.
+    backoff: Arc<Backoff>,
+    full_key: String,
+    mode: PutMode,
+    part_size: usize,
+    /// The part being filled.
+    buf: BytesMut,
+    written: u64,
+    upload: Option<StreamedUpload>,
+    /// A create found the object already there: nothing more is uploaded and `commit` says `AlreadyExists`.
+    exists: bool,
+    /// A part failed for good: the upload cannot complete.
+    failed: bool,
+}
+
+/// The multipart upload of a streamed object.
+struct StreamedUpload {
+    client: Client,
+    upload_id: String,
+    tasks: JoinSet<Result<(CompletedPart, u64)>>,
+    parts: Vec<CompletedPart>,
+    next_part: i32,
+}
+
+impl StreamedUpload {
+    /// Start uploading part `next_part`.
+    fn spawn_part(
+        &mut self,
+        store: &S3Store,
+        backoff: &Arc<Backoff>,
+        key: &str,
+        body: Bytes,
+        runtime: &Handle,
+    ) -> Result<()> {
+        let part_number = self.next_part;
+        if part_number as u64 > MAX_PARTS {
+            return Err(Error::config(format!(
+                "{}: a streamed object cannot have more than {MAX_PARTS} parts of {} bytes",
+                store.url(key),
+                body.len()
+            )));
+        }
+        self.next_part += 1;
+        let part = store.clone().upload_part_retrying(
+            backoff.clone(),
+            self.client.clone(),
+            key.to_string(),
+            self.upload_id.clone(),
+            part_number,
+            body,
+        );
+        self.tasks.spawn_on(part, runtime);
+        Ok(())
+    }
+
+    /// Take the result of a finished part task.
+    fn finished(
+        &mut self,
+        done: std::result::Result<Result<(CompletedPart, u64)>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (part, _) = done.map_err(|e| Error::new(ErrorKind::Other, format!("part upload task failed: {e}")))??;
+        self.parts.push(part);
+        Ok(())
+    }
+
+    /// Wait for every part in flight; the first error is returned once they all ended.
+    async fn join_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        while let Some(done) = self.tasks.join_next().await {
+            if let Err(e) = self.finished(done) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl S3Writer {
+    /// Upload the full part in the buffer (creating the upload first if needed).
+    fn send_part(&mut self) -> Result<()> {
+        let body = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size)).freeze();
+        let (store, key, runtime, mode) = (&self.store, &self.full_key, &self.runtime, self.mode);
+        let backoff = &self.backoff;
+        if self.upload.is_none() {
+            let started = runtime.block_on(async {
+                // Retried here like every request of a streamed object (RetryStore cannot redo a stream).
+                let url = store.url(key);
+                let head = || backoff.run("checking", &url, || store.head_full(key));
+                if mode == PutMode::Create && head().await?.is_some() {
+                    return Ok(None);
+                }
+                let client = store.client().await?.clone();
+                let upload_id = store.create_upload(backoff, &client, key).await?;
+                Ok::<_, Error>(Some(StreamedUpload {
+                    client,
+                    upload_id,
+                    tasks: JoinSet::new(),
+                    parts: Vec::new(),
+                    next_part: 1,
+                }))
+            })?;
+            match started {
+                Some(upload) => self.upload = Some(upload),
+                None => {
+                    // A create of an existing object: do not upload what will be refused.
+                    self.exists = true;
+                    self.buf = BytesMut::new();
+                    return Ok(());
+                }
+            }
+        }
+        let upload = self.upload.as_mut().expect("started above");
+        let in_flight = STREAM_PARTS_IN_FLIGHT.min(store.inner.config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT));
+        while let Some(done) = upload.tasks.try_join_next() {
+            upload.finished(done)?;
+        }
+        while upload.tasks.len() >= in_flight {
+            let done = runtime.block_on(upload.tasks.join_next()).expect("tasks are in flight");
+            upload.finished(done)?;
+        }
+        upload.spawn_part(store, backoff, key, body, runtime)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{}: an earlier write of this streamed object failed", self.store.url(&self.full_key)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        self.check_usable()?;
+        while !data.is_empty() {
+            let take = (self.part_size - self.buf.len()).min(data.len());
+            if !self.exists {
+                self.buf.extend_from_slice(&data[..take]);
+            }
+            self.written += take as u64;
+            data = &data[take..];
+            if self.buf.len() == self.part_size
+                && let Err(e) = self.send_part()
+            {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<PutOutcome> {
+        self.check_usable()?;
+        if self.exists {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let data = std::mem::take(&mut self.buf).freeze();
+        let Some(mut upload) = self.upload.take() else {
+            // Never filled a part: a put, as `Store::put` would do it, retried here (RetryStore does not see it).
+            let (store, key, mode, backoff) = (&self.store, &self.full_key, self.mode, &self.backoff);
+            return self.runtime.block_on(async {
+                if data.len() as u64 > store.inner.tuning.multipart_threshold {
+                    // Parts larger than the threshold: a multipart put, whose requests are retried one by one.
+                    return store.put_multipart(key, data, mode).await;
+                }
+                let url = store.url(key);
+                backoff.run("putting", &url, || store.put_single(key, data.clone(), mode)).await
+            });
+        };
+        let (store, key, runtime, mode, len) = (&self.store, &self.full_key, &self.runtime, self.mode, self.written);
+        let backoff = &self.backoff;
+        let result = runtime.block_on(async {
+            if !data.is_empty() {
+                upload.spawn_part(store, backoff, key, data, runtime)?;
+            }
+            upload.join_all().await?;
+            let parts = std::mem::take(&mut upload.parts);
+            store.complete_upload(backoff, &upload.client, key, &upload.upload_id, parts, len, mode).await
+        });
+        if !matches!(result, Ok(PutOutcome::Written)) {
+            // Refused by If-None-Match, or failed: abort now and wait for it, so that nothing is left behind.
+            runtime.block_on(async {
+                let _ = upload.join_all().await;
+                store.abort_upload(&upload.client, key, &upload.upload_id).await;
+            });
+        }
+        result
+    }
+}
+
+impl Drop for S3Writer {
+    /// Not committed: abort the upload, from a task, once the parts in flight ended (a part the server handled
+    /// after the abort would stay behind).
+    fn drop(&mut self) {
+        let Some(mut upload) = self.upload.take() else { return };
+        let (store, key) = (self.store.clone(), self.full_key.clone());
+        self.runtime.spawn(async move {
+            let _ = upload.join_all().await;
+            store.abort_upload(&upload.client, &key, &upload.upload_id).await;
         });
     }
 }
@@ -1170,11 +1465,25 @@ impl Store for S3Store {
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
         let full_key = self.full_key(key)?;
-        if data.len() as u64 > self.inner.tuning.multipart_threshold {
-            self.put_multipart(&full_key, data, mode).await
-        } else {
-            self.put_single(&full_key, data, mode).await
-        }
+        self.put_full(&full_key, data, mode).await
+    }
+
+    /// A writer that uploads the object as it grows: parts of the configured part size go up as soon as they are
+    /// full, at most [`STREAM_PARTS_IN_FLIGHT`] at a time. `None` (the caller puts the object whole) when there is
+    /// no tokio runtime to run the requests on.
+    fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.stream_writer(key, mode, self.inner.part_backoff.clone())
+    }
+
+    /// [`Store::writer`] whose requests are retried under `retry` (the policy of the [`super::RetryStore`] around
+    /// this store) instead of [`S3Config::part_retry`].
+    fn writer_retrying(
+        &self,
+        key: &str,
+        mode: PutMode,
+        retry: &StoreRetryConfig,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.stream_writer(key, mode, Arc::new(Backoff::new(retry.clone())?))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
