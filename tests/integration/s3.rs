@@ -419,6 +419,18 @@ fn write_pieces(w: &mut dyn mover_core::store::ObjectWriter, data: &[u8]) {
     assert_eq!(w.written(), data.len() as u64);
 }
 
+/// Stream `data` into `key` from a blocking thread (as the pipeline does) and commit.
+async fn stream_put(store: &DynStore, key: &'static str, data: &Bytes) -> anyhow::Result<PutOutcome> {
+    let (st, d) = (store.clone(), data.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut w = st.writer(key, PutMode::Create).unwrap().expect("S3 streams");
+        write_pieces(w.as_mut(), &d);
+        w.commit()
+    })
+    .await??;
+    Ok(outcome)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
     let server = S3Server::start().await?;
@@ -447,26 +459,14 @@ async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
     assert_eq!(count(&server, is_put_object), 0, "no whole-object put");
 
     // A create of an existing key: refused before any upload (HEAD), the object unchanged.
-    let (st, other) = (store.clone(), pattern(11 * MIB, 32));
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut w = st.writer("packs/p1", PutMode::Create).unwrap().unwrap();
-        write_pieces(w.as_mut(), &other);
-        w.commit()
-    })
-    .await??;
+    let outcome = stream_put(&store, "packs/p1", &pattern(11 * MIB, 32)).await?;
     assert_eq!(outcome, PutOutcome::AlreadyExists);
     assert_eq!(count(&server, is_create_upload), 1, "no upload for a refused create");
     assert!(store.get("packs/p1").await? == data);
 
     // An object smaller than a part is one PutObject.
-    let (st, small) = (store.clone(), pattern(100_000, 33));
-    let s2 = small.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut w = st.writer("packs/small", PutMode::Create).unwrap().unwrap();
-        write_pieces(w.as_mut(), &s2);
-        w.commit()
-    })
-    .await??;
+    let small = pattern(100_000, 33);
+    let outcome = stream_put(&store, "packs/small", &small).await?;
     assert_eq!(outcome, PutOutcome::Written);
     assert_eq!(count(&server, is_put_object), 1);
     assert_eq!(count(&server, is_create_upload), 1);
@@ -480,13 +480,7 @@ async fn streamed_writes_upload_parts_as_they_fill() -> anyhow::Result<()> {
         let hit = r.is_upload_part() && r.query.split('&').any(|p| p == "partNumber=2");
         (hit && f.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4).then_some(Fault::InternalError)
     });
-    let (st, d) = (store.clone(), data.clone());
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut w = st.writer("packs/p2", PutMode::Create).unwrap().unwrap();
-        write_pieces(w.as_mut(), &d);
-        w.commit()
-    })
-    .await??;
+    let outcome = stream_put(&store, "packs/p2", &data).await?;
     assert_eq!(outcome, PutOutcome::Written);
     assert_eq!(count(&server, |r| r.fault.is_some()), 4);
     assert_eq!(count(&server, |r| r.is_upload_part()), 3 + 3 + 4, "3 parts + 3 parts and 4 failed attempts");

@@ -154,33 +154,30 @@ pub async fn streamed_writes(store: &dyn Store, prefix: &str) {
     assert_eq!(outcome, PutOutcome::Written, "{}: streamed create", who(store));
     assert!(store.get(&key).await.unwrap() == data, "{}: streamed object differs", who(store));
 
+    // Write all of `bytes` under `key` and commit.
+    let put = |key: &str, mode: PutMode, bytes: &[u8]| {
+        let mut w = store.writer(key, mode).unwrap().expect("a writer again");
+        blocking(|| {
+            write_all(&mut w, bytes);
+            w.commit().unwrap()
+        })
+    };
+
     // Create of an existing key: AlreadyExists, and the old bytes stay.
     let other: Bytes = data.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>().into();
-    let mut w = store.writer(&key, PutMode::Create).unwrap().expect("a writer again");
-    let outcome = blocking(|| {
-        write_all(&mut w, &other);
-        w.commit().unwrap()
-    });
+    let outcome = put(&key, PutMode::Create, &other);
     assert_eq!(outcome, PutOutcome::AlreadyExists, "{}: streamed create of an existing key", who(store));
     assert!(store.get(&key).await.unwrap() == data, "{}: a refused streamed create changed the object", who(store));
 
     // Overwrite replaces it.
-    let mut w = store.writer(&key, PutMode::Overwrite).unwrap().expect("a writer again");
-    let outcome = blocking(|| {
-        write_all(&mut w, &other);
-        w.commit().unwrap()
-    });
+    let outcome = put(&key, PutMode::Overwrite, &other);
     assert_eq!(outcome, PutOutcome::Written, "{}: streamed overwrite", who(store));
     assert!(store.get(&key).await.unwrap() == other, "{}: streamed overwrite", who(store));
 
     // Small objects, and the empty one.
     for (name, len) in [("small", 70_000usize), ("empty", 0)] {
         let key = format!("{prefix}/streamed/{name}");
-        let mut w = store.writer(&key, PutMode::Create).unwrap().expect("a writer again");
-        let outcome = blocking(|| {
-            write_all(&mut w, &data[..len]);
-            w.commit().unwrap()
-        });
+        let outcome = put(&key, PutMode::Create, &data[..len]);
         assert_eq!(outcome, PutOutcome::Written, "{}: streamed {name} object", who(store));
         assert_eq!(store.get(&key).await.unwrap(), data.slice(..len), "{}: streamed {name} object", who(store));
     }
