@@ -37,7 +37,8 @@ impl Processor<'_> {
                 BlobData::Known
             } else {
                 match compress::compress(&raw, self.level)? {
-                    Some(c) => BlobData::Stored(Codec::Zstd, Bytes::from(c)),
+                    // The compressed buffer comes from the pool; it goes back when the collector has packed it.
+                    Some(c) => BlobData::Stored(Codec::Zstd, crate::buffers::bytes(c)),
                     None => BlobData::Stored(Codec::None, raw.clone()),
                 }
             };
