@@ -643,24 +643,34 @@ impl Walker<'_> {
         }
         self.strip.extend_from_slice(&data[at..]);
 
+        // A strict decoder accepts exactly the canonical encodings (alphabet only, padding as `encode` writes it,
+        // zero trailing bits): a text it decodes is the one `encode` writes for the result, so no re-encoding is
+        // needed to know the part restores exactly. Only a rejected text is decoded again, leniently, to say why.
+        let nopad = !self.strip.len().is_multiple_of(4);
+        let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
         let mut decoded = crate::buffers::take(self.strip.len() / 4 * 3 + 3);
-        LAX.decode_vec(&self.strip, &mut decoded).map_err(|_| RawReason::B64Invalid)?;
+        if strict.decode_vec(&self.strip, &mut decoded).is_err() {
+            decoded.clear();
+            let reason = match LAX.decode_vec(&self.strip, &mut decoded) {
+                Ok(_) => RawReason::B64Noncanonical,
+                Err(_) => RawReason::B64Invalid,
+            };
+            crate::buffers::give(decoded);
+            return Err(reason);
+        }
         let recipe = Recipe {
             version: RECIPE_VERSION,
             encoding: TransferEncoding::Base64,
             width: width as u32,
             crlf,
             eol: final_eol,
-            nopad: !self.strip.len().is_multiple_of(4),
+            nopad,
             eager: false,
         };
         let end = data_end + if final_eol { eol.len() } else { 0 };
-        // The line layout was checked above (it is what `encode` lays out for this recipe), so the part re-encodes
-        // exactly when the base64 text without line endings does: re-encode `decoded` and compare, a few KiB at a
-        // time (what `encode` would write, without writing it).
-        if !b64_reencodes_to(&decoded, !recipe.nopad, &self.strip) {
-            return Err(RawReason::B64Noncanonical);
-        }
+        // The line layout was checked above (it is what `encode` lays out for this recipe), and the text without
+        // line endings is canonical (the strict decode): the part re-encodes exactly.
+        debug_assert!(b64_reencodes_to(&decoded, !recipe.nopad, &self.strip));
         debug_assert!({
             let mut check = Vec::new();
             encode_into(&decoded, &recipe, &mut check);
@@ -1634,6 +1644,22 @@ mod tests {
             let (parts, stats) = check_with(&msg, &Options::all_from(1));
             prop_assert_eq!(parts.len(), 1, "{:?} {:?}", stats, String::from_utf8_lossy(&body));
             prop_assert_eq!(&parts[0].0, &text);
+        }
+
+        /// What the splitter relies on instead of re-encoding: a text the strict engines decode is exactly the
+        /// encoding of what it decodes to (padding, trailing bits and stray `=` included).
+        #[test]
+        fn strict_base64_decode_accepts_only_canonical_text(
+            text in prop::collection::vec(prop_oneof![
+                8 => prop::sample::select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".to_vec()),
+                2 => Just(b'='), 1 => Just(b'\n'),
+            ], 0..14),
+        ) {
+            let nopad = !text.len().is_multiple_of(4);
+            let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
+            if let Ok(decoded) = strict.decode(&text) {
+                prop_assert!(b64_reencodes_to(&decoded, !nopad, &text), "{:?}", String::from_utf8_lossy(&text));
+            }
         }
 
         #[test]
