@@ -85,7 +85,7 @@ impl Reader<'_> {
         source: &dyn Source,
         emit: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
-        let mut open = match source.open(entry) {
+        let mut open = match source.open_walked(entry) {
             Ok(o) => o,
             Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
         };

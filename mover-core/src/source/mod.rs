@@ -52,6 +52,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Metadata from the walk (`lstat`).
     pub stat: Stat,
+    /// The directory the walk found it in, open: the file is opened relative to it (no lookup of the whole path).
+    pub(crate) dir: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// An error while walking, with the path it concerns.
@@ -73,6 +75,12 @@ pub trait Source: Send {
         read::open(&entry.abs)
     }
 
+    /// Open a file entry the walk has just found, for its first read: the version to check after reading may be the
+    /// one the walk saw (a file replaced or changed since is then read again, through [`Source::open`]).
+    fn open_walked(&self, entry: &Entry) -> Result<OpenFile> {
+        self.open(entry)
+    }
+
     /// Whether the source is a directory tree (restores into a directory) or a single file.
     fn is_dir(&self) -> bool;
 }
@@ -86,6 +94,8 @@ pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
 struct Frame {
     abs: PathBuf,
     rel: Vec<u8>,
+    /// The directory, open (`None` if it could not be opened apart from listing it: files are then opened by path).
+    dir: Option<std::sync::Arc<std::fs::File>>,
     /// Name, whether it is a directory, and the entry (whose `metadata` is an `lstat` relative to the open
     /// directory: no walk of the whole path per file).
     children: std::vec::IntoIter<(Vec<u8>, bool, std::fs::DirEntry)>,
@@ -134,6 +144,7 @@ impl FsSource {
                 abs: root.clone(),
                 kind: EntryKind::File { maildir: None },
                 stat: Stat::of(&meta),
+                dir: None,
             };
             Ok(FsSource { root, single: Some(entry), stack: Vec::new(), is_dir: false, started: false })
         } else {
@@ -156,7 +167,8 @@ impl FsSource {
         children.sort_by(|a, b| a.0.cmp(&b.0));
         let is_maildir = maildir_sub.is_none()
             && children.iter().any(|(n, d, _)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
-        Ok(Frame { abs, rel, children: children.into_iter(), maildir_sub, is_maildir })
+        let dir = read::open_dir(&abs).ok().map(std::sync::Arc::new);
+        Ok(Frame { abs, rel, dir, children: children.into_iter(), maildir_sub, is_maildir })
     }
 }
 
@@ -186,6 +198,7 @@ impl Source for FsSource {
                 abs: self.root.clone(),
                 kind: EntryKind::Dir,
                 stat,
+                dir: None,
             });
             match Self::frame(self.root.clone(), Vec::new(), None) {
                 Ok(f) => self.stack.push(FrameDebug(f)),
@@ -226,7 +239,7 @@ impl Source for FsSource {
                 } else {
                     None
                 };
-                let entry = Entry { rel: rel.clone(), abs: abs.clone(), kind: EntryKind::Dir, stat };
+                let entry = Entry { rel: rel.clone(), abs: abs.clone(), kind: EntryKind::Dir, stat, dir: None };
                 match Self::frame(abs.clone(), rel.clone(), sub) {
                     Ok(f) => self.stack.push(FrameDebug(f)),
                     Err(e) => {
@@ -250,12 +263,23 @@ impl Source for FsSource {
             } else {
                 EntryKind::Special
             };
-            return Some(Ok(Entry { rel, abs, kind, stat }));
+            let dir = if matches!(kind, EntryKind::File { .. }) { top.dir.clone() } else { None };
+            return Some(Ok(Entry { rel, abs, kind, stat, dir }));
         }
     }
 
     fn is_dir(&self) -> bool {
         self.is_dir
+    }
+
+    /// Relative to the directory the walk listed, and checked after reading against the walk's `lstat`: one
+    /// `openat` and no `fstat` per file (a file replaced or changed since the walk fails that check and is read
+    /// again through [`Source::open`], which takes a fresh `fstat`).
+    fn open_walked(&self, entry: &Entry) -> Result<OpenFile> {
+        match (&entry.dir, entry.abs.file_name()) {
+            (Some(dir), Some(name)) => read::open_in(dir, name, &entry.abs, entry.stat),
+            _ => self.open(entry),
+        }
     }
 }
 

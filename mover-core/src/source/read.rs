@@ -103,12 +103,45 @@ pub enum Content {
 
 /// Open `path` and record its version.
 pub fn open(path: &Path) -> Result<OpenFile> {
-    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO put where a file was would wait for a writer (reads of regular files ignore it).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let meta = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
     if !meta.is_file() {
         return Err(Error::bad_input(format!("{} is not a regular file", path.display())));
     }
     Ok(OpenFile { stat: Stat::of(&meta), file })
+}
+
+/// Open a directory to open files relative to it ([`open_in`]).
+pub(crate) fn open_dir(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)
+}
+
+/// Open `name` in the open directory `dir`, taking `walked` (the walk's `lstat` of it) as the version opened: the
+/// check after reading ([`unchanged`]) compares the file with it, so a file replaced between the walk and this open
+/// (another inode, or a symbolic link: not followed here) counts as changed and is read again. Non-blocking, so a
+/// FIFO put in its place cannot hang the reader (reads of regular files ignore the flag).
+#[allow(unsafe_code)]
+pub(crate) fn open_in(dir: &File, name: &std::ffi::OsStr, path: &Path, walked: Stat) -> Result<OpenFile> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let err = |e| Error::io(format!("opening {}", path.display()), e);
+    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| err(std::io::ErrorKind::InvalidInput.into()))?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    // SAFETY: `dir` is an open directory and `name` a NUL-terminated string; `openat` returns a new descriptor
+    // (owned by the `File` from here on) or -1.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let file = unsafe { File::from_raw_fd(fd) };
+    Ok(OpenFile { file, stat: walked })
 }
 
 /// Read the content of an open file according to `policy`.
@@ -162,4 +195,49 @@ fn map(file: &File) -> Option<Bytes> {
 pub fn unchanged(f: &OpenFile) -> Result<bool> {
     let now = f.file.metadata().map_err(|e| Error::io("stat of an open source file", e))?;
     Ok(Stat::of(&now).same_version(&f.stat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walked(path: &Path) -> Stat {
+        Stat::of(&std::fs::symlink_metadata(path).unwrap())
+    }
+
+    #[test]
+    fn a_file_replaced_after_the_walk_counts_as_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir_path, a) = (tmp.path(), tmp.path().join("a"));
+        std::fs::write(&a, b"the walked version").unwrap();
+        let dir = open_dir(dir_path).unwrap();
+        let seen = walked(&a);
+
+        // Unchanged: opened relative to the directory, the walk's version holds after reading.
+        let f = open_in(&dir, "a".as_ref(), &a, seen).unwrap();
+        assert!(unchanged(&f).unwrap());
+
+        // Replaced by another file (a new inode renamed over it) between the walk and the open.
+        std::fs::write(dir_path.join("b"), b"another file").unwrap();
+        std::fs::rename(dir_path.join("b"), &a).unwrap();
+        let f = open_in(&dir, "a".as_ref(), &a, seen).unwrap();
+        assert!(!unchanged(&f).unwrap(), "a replaced file must be read again");
+
+        // Replaced by a symbolic link: not followed.
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &a).unwrap();
+        let e = open_in(&dir, "a".as_ref(), &a, seen).unwrap_err();
+        assert!(e.to_string().contains("opening"), "{e}");
+
+        // Replaced by a FIFO: the open does not hang, and the version differs.
+        std::fs::remove_file(&a).unwrap();
+        let c = std::ffi::CString::new(a.as_os_str().as_encoded_bytes()).unwrap();
+        #[allow(unsafe_code)]
+        let made = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(made, 0);
+        let f = open_in(&dir, "a".as_ref(), &a, seen).unwrap();
+        assert!(!unchanged(&f).unwrap());
+        // And the fresh open that the re-read uses refuses it.
+        assert!(open(&a).is_err());
+    }
 }
