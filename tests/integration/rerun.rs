@@ -20,6 +20,10 @@ fn rerun_stores_nothing_then_picks_up_changes() {
     assert_eq!(again["stats"]["unchanged_files"], again["files"], "nothing is re-read: {again:#}");
     assert_eq!(again["stats"]["read_bytes"], 0);
     assert_eq!(again["pass"], 1, "no new pass for an identical mailbox");
+    // Nothing to read, so the destination's dedupe index is not loaded: the format marker and the previous
+    // manifest are the only objects read, however large the destination is.
+    assert_eq!(again["requests"]["get_requests"], 2, "{:#}", again["requests"]);
+    assert_eq!(again["requests"]["list_requests"], 1, "{:#}", again["requests"]);
     let human = moverd_ok(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", "carol"], EXIT_OK);
     assert!(human.contains("nothing new to store"), "{human}");
 

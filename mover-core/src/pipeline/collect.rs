@@ -44,7 +44,7 @@ pub(super) struct PendingSegment {
 }
 
 pub(super) struct Packer {
-    pub(super) index: Arc<BlobIndex>,
+    pub(super) index: Arc<LazyIndex>,
     /// Full segments are compressed here (the pipeline's worker pool), at most `max_pending` at a time.
     pub(super) pool: Arc<rayon::ThreadPool>,
     pub(super) pending: std::collections::VecDeque<PendingSegment>,
@@ -73,7 +73,7 @@ impl Packer {
             Some(PartKind::Attachment) => &mut stats.breakdown.attachments,
             None => &mut stats.breakdown.other,
         };
-        if let Some(loc) = self.index.get(&blob.id) {
+        if let Some(loc) = self.index.get().get(&blob.id) {
             k.deduplicated_bytes += blob.raw_len;
             stats.deduplicated_blobs += 1;
             stats.deduplicated_bytes += blob.raw_len;
@@ -127,7 +127,7 @@ impl Packer {
                 loc
             }
         };
-        self.index.insert_if_absent(blob.id, loc);
+        self.index.get().insert_if_absent(blob.id, loc);
         Ok(loc)
     }
 

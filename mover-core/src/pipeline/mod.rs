@@ -362,11 +362,8 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
     };
-    let loading = Instant::now();
-    let (index, packs) = BlobIndex::load(&store).await?;
-    let ms = loading.elapsed().as_millis() as u64;
-    tracing::info!(blobs = index.len(), packs, ms, dest = %store.describe(), "dedupe index loaded");
-    let index = Arc::new(index);
+    let index =
+        Arc::new(LazyIndex { cell: std::sync::OnceLock::new(), store: store.clone(), handle: Handle::current() });
     let dicts = if opts.dictionaries {
         crate::dictionary::for_migration(&store, source, opts.zstd_level).await?
     } else {
@@ -502,7 +499,7 @@ type PassResult = (PassStats, Vec<QuarantineItem>, ManifestWriter);
 fn run_pass(
     source: Box<dyn Source>,
     prev: Option<Manifest>,
-    index: Arc<BlobIndex>,
+    index: Arc<LazyIndex>,
     dicts: crate::dictionary::Dictionaries,
     store: DynStore,
     opts: &MigrateOptions,
@@ -532,11 +529,12 @@ fn run_pass(
     };
     std::thread::scope(|scope| -> Result<PassResult> {
         let reader_error2 = reader_error.clone();
+        let index_r = &*index;
         let opts_r = opts.clone();
         std::thread::Builder::new()
             .name("mover-reader".into())
             .spawn_scoped(scope, move || {
-                if let Err(e) = reader_thread(source, prev_cursor, &opts_r, tx, budget) {
+                if let Err(e) = reader_thread(source, prev_cursor, &opts_r, index_r, tx, budget) {
                     *reader_error2.lock().unwrap() = Some(e);
                 }
             })
@@ -637,6 +635,35 @@ fn run_pass(
         }
         Ok(result)
     })
+}
+
+/// The destination's dedupe index, loaded by the reader just before it reads the first file that is not carried
+/// over from the previous pass: a delta pass in which no file changed never lists or reads the destination's pack
+/// indexes (which grow with the whole destination, not with the mailbox). Workers and the collector only see blobs
+/// of files read after that.
+pub(super) struct LazyIndex {
+    cell: std::sync::OnceLock<BlobIndex>,
+    store: DynStore,
+    handle: Handle,
+}
+
+impl LazyIndex {
+    /// Load the index if it is not loaded yet (from a thread outside the runtime).
+    fn load(&self) -> Result<&BlobIndex> {
+        if let Some(index) = self.cell.get() {
+            return Ok(index);
+        }
+        let loading = Instant::now();
+        let (index, packs) = self.handle.block_on(BlobIndex::load(&self.store))?;
+        let ms = loading.elapsed().as_millis() as u64;
+        tracing::info!(blobs = index.len(), packs, ms, dest = %self.store.describe(), "dedupe index loaded");
+        Ok(self.cell.get_or_init(|| index))
+    }
+
+    /// The index, which the reader loaded before handing out the first piece of a file.
+    fn get(&self) -> &BlobIndex {
+        self.cell.get().expect("the reader loads the dedupe index before it reads the first file")
+    }
 }
 
 /// Messages read and not yet packed, handed from the reader to the workers and on to the collector.

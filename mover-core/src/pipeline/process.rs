@@ -16,7 +16,7 @@ use crate::source::mbox;
 pub(super) const INLINE_MAX: usize = 192;
 
 pub(super) struct Processor<'a> {
-    pub(super) index: &'a BlobIndex,
+    pub(super) index: &'a LazyIndex,
     pub(super) level: i32,
     pub(super) max_blob: usize,
     pub(super) mime: bool,
@@ -33,7 +33,7 @@ impl Processor<'_> {
             let id = ContentId::of(&raw);
             let data = if raw.len() < self.solo_min {
                 BlobData::Raw(raw.clone())
-            } else if self.index.contains(&id) {
+            } else if self.index.get().contains(&id) {
                 BlobData::Known
             } else {
                 match compress::compress(&raw, self.level)? {

@@ -305,6 +305,7 @@ pub(super) fn reader_thread(
     mut source: Box<dyn Source>,
     mut prev: Option<PrevCursor>,
     opts: &MigrateOptions,
+    index: &LazyIndex,
     tx: std::sync::mpsc::SyncSender<Batch>,
     budget: Arc<Budget>,
 ) -> Result<()> {
@@ -368,6 +369,7 @@ pub(super) fn reader_thread(
                     emit(Event::Reused { lines: p.lines, count: p.count, messages: p.messages, size: p.size })?;
                     continue;
                 }
+                index.load()?;
                 reader.read_file(&entry, source.as_ref(), &mut emit)?;
             }
         }
