@@ -275,15 +275,22 @@ pub struct ManifestHeader {
 
 /// Streams records into a compressed temporary file, then frames them with a header.
 pub struct ManifestWriter {
-    enc: zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>,
+    /// The compressed spool, started when the first [`DEFER_MAX`] bytes of records are compressed.
+    enc: Option<zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>>,
     records: u64,
     hasher: blake3::Hasher,
-    /// Record lines not yet hashed and compressed: they go in blocks of [`PENDING_BLOCK`], so that BLAKE3 hashes
-    /// many chunks at once instead of one short line at a time (the hash is the same however the stream is cut).
+    /// Record lines not yet compressed; the first `hashed` bytes of them are hashed. Lines are hashed in blocks of
+    /// [`HASH_BLOCK`] (BLAKE3 then hashes many chunks at once instead of one short line at a time; the hash is the
+    /// same however the stream is cut) and compressed only from [`DEFER_MAX`] bytes on, or at the end: a delta pass
+    /// in which nothing changed compares the records' hash with the previous pass's and drops the manifest, so its
+    /// (carried) records are never compressed.
     pending: Vec<u8>,
+    hashed: usize,
 }
 
-const PENDING_BLOCK: usize = 64 << 10;
+const HASH_BLOCK: usize = 64 << 10;
+/// Record bytes held uncompressed before the spool starts (about 15,000 messages' records).
+const DEFER_MAX: usize = 4 << 20;
 
 impl std::fmt::Debug for ManifestWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -296,14 +303,9 @@ fn tmp_err(e: std::io::Error) -> Error {
 }
 
 impl ManifestWriter {
-    /// A writer spooling to an anonymous temporary file.
+    /// A writer spooling to an anonymous temporary file (created once there is enough to spool).
     pub fn new() -> Result<Self> {
-        let file = tempfile::tempfile().map_err(tmp_err)?;
-        // Level 1: a manifest is mostly hashes, which do not compress; higher levels cost a fifth of the CPU of a
-        // small-message migration for a few percent of the manifest's size.
-        let enc =
-            zstd::stream::write::Encoder::new(std::io::BufWriter::with_capacity(1 << 16, file), 1).map_err(tmp_err)?;
-        Ok(ManifestWriter { enc, records: 0, hasher: blake3::Hasher::new(), pending: Vec::new() })
+        Ok(ManifestWriter { enc: None, records: 0, hasher: blake3::Hasher::new(), pending: Vec::new(), hashed: 0 })
     }
 
     /// Append one record.
@@ -317,16 +319,32 @@ impl ManifestWriter {
     pub fn write_lines(&mut self, lines: &[u8], count: u64) -> Result<()> {
         self.pending.extend_from_slice(lines);
         self.records += count;
-        if self.pending.len() >= PENDING_BLOCK {
-            self.flush_pending()?;
+        if self.pending.len() - self.hashed >= HASH_BLOCK {
+            self.hasher.update(&self.pending[self.hashed..]);
+            self.hashed = self.pending.len();
+        }
+        if self.pending.len() >= DEFER_MAX {
+            self.spool()?;
         }
         Ok(())
     }
 
-    fn flush_pending(&mut self) -> Result<()> {
-        self.enc.write_all(&self.pending).map_err(tmp_err)?;
-        self.hasher.update(&self.pending);
+    /// Hash and compress everything pending.
+    fn spool(&mut self) -> Result<()> {
+        self.hasher.update(&self.pending[self.hashed..]);
+        let enc = match &mut self.enc {
+            Some(enc) => enc,
+            None => {
+                let file = tempfile::tempfile().map_err(tmp_err)?;
+                // Level 1: a manifest is mostly hashes, which do not compress; higher levels cost a fifth of the CPU
+                // of a small-message migration for a few percent of the manifest's size.
+                let w = std::io::BufWriter::with_capacity(1 << 16, file);
+                self.enc.insert(zstd::stream::write::Encoder::new(w, 1).map_err(tmp_err)?)
+            }
+        };
+        enc.write_all(&self.pending).map_err(tmp_err)?;
         self.pending.clear();
+        self.hashed = 0;
         Ok(())
     }
 
@@ -338,14 +356,15 @@ impl ManifestWriter {
     /// BLAKE3 of the record lines written so far.
     pub fn records_hash(&self) -> ContentId {
         let mut h = self.hasher.clone();
-        h.update(&self.pending);
+        h.update(&self.pending[self.hashed..]);
         ContentId::from_hash(h.finalize())
     }
 
     /// Finish: the manifest object with `header` (whose `records` and `body_blake3` are filled in here).
     pub fn finish(mut self, mut header: ManifestHeader) -> Result<Bytes> {
-        self.flush_pending()?;
-        let buf = self.enc.finish().map_err(tmp_err)?;
+        self.spool()?;
+        let enc = self.enc.take().expect("spool starts the encoder");
+        let buf = enc.finish().map_err(tmp_err)?;
         let mut file = buf.into_inner().map_err(|e| tmp_err(e.into_error()))?;
         file.rewind().map_err(tmp_err)?;
         let mut body = Vec::new();
@@ -639,5 +658,60 @@ mod tests {
         let n = broken.len();
         broken[n - 3] ^= 0xff;
         assert!(Manifest::parse(Bytes::from(broken), "k").is_err());
+    }
+
+    /// Records are held uncompressed up to `DEFER_MAX`, then spooled: a manifest on either side of that, and records
+    /// handed over in pieces of any size, hash and read back the same.
+    #[test]
+    fn large_manifests_spool_and_hash_the_same_however_written() {
+        let header = |records_blake3| ManifestHeader {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            mailbox: "m".into(),
+            pass: 1,
+            source: "/x".into(),
+            source_is_dir: true,
+            started_ms: 1,
+            finished_ms: 2,
+            tool: "t".into(),
+            records: 0,
+            body_blake3: ContentId::of(b""),
+            records_blake3,
+            stats: PassStats::default(),
+        };
+        for n in [10usize, 100_000] {
+            let recs: Vec<Record> = (0..n)
+                .map(|i| Record::Dir {
+                    path: ByteStr(format!("folder/{i:09}/cur").into_bytes()),
+                    mode: 0o700,
+                    mtime: i as i64,
+                })
+                .collect();
+            let lines: Vec<u8> = recs
+                .iter()
+                .flat_map(|r| {
+                    let mut line = serde_json::to_vec(r).unwrap();
+                    line.push(b'\n');
+                    line
+                })
+                .collect();
+            // One record at a time, and everything in one piece.
+            let mut one = ManifestWriter::new().unwrap();
+            for r in &recs {
+                one.write(r).unwrap();
+            }
+            let mut all = ManifestWriter::new().unwrap();
+            all.write_lines(&lines, n as u64).unwrap();
+            assert_eq!(one.records_hash(), ContentId::of(&lines));
+            assert_eq!(all.records_hash(), ContentId::of(&lines));
+            assert_eq!(n > 10, lines.len() > DEFER_MAX, "the large case spools before the end");
+            for w in [one, all] {
+                let m = Manifest::parse(w.finish(header(None)).unwrap(), "k").unwrap();
+                assert_eq!(m.header.records, n as u64);
+                assert_eq!(m.header.records_blake3, Some(ContentId::of(&lines)));
+                let back: Vec<Record> = m.records().unwrap().map(|r| r.unwrap().0).collect();
+                assert_eq!(back, recs);
+            }
+        }
     }
 }
