@@ -591,7 +591,8 @@ impl Walker<'_> {
         let body = &self.msg[bs..e];
         let lead = body.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
         // The data ends at the first blank line: what follows (a signature, a list footer) stays raw.
-        let blank = header_len(&body[lead..]);
+        let blank = blank_line_end(&body[lead..]);
+        debug_assert_eq!(blank, header_len(&body[lead..]));
         let data_end =
             body[..lead + blank].iter().rposition(|&c| !matches!(c, b'\r' | b'\n' | b' ' | b'\t')).map_or(0, |i| i + 1);
         if data_end <= lead {
@@ -617,10 +618,19 @@ impl Walker<'_> {
         let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
         let final_eol = after.starts_with(eol);
 
-        // Line layout, and the text without line endings.
+        // Line layout, and the text without line endings. Lines of exactly `width` go by without a search for their
+        // line ending (a line ending inside such a line would leave a `\n` in the text, which the strict decode
+        // below refuses); the first line that is not one of them is taken apart line by line.
         self.strip.clear();
         self.strip.reserve(data.len());
         let mut at = 0;
+        if width > 0 {
+            let step = width + eol.len();
+            while at + step < data.len() && &data[at + width..at + step] == eol {
+                self.strip.extend_from_slice(&data[at..at + width]);
+                at += step;
+            }
+        }
         while let Some(i) = memchr(b'\n', &data[at..]) {
             let nl = at + i;
             let end = if crlf {
@@ -651,9 +661,14 @@ impl Walker<'_> {
         let mut decoded = crate::buffers::take(self.strip.len() / 4 * 3 + 3);
         if strict.decode_vec(&self.strip, &mut decoded).is_err() {
             decoded.clear();
-            let reason = match LAX.decode_vec(&self.strip, &mut decoded) {
-                Ok(_) => RawReason::B64Noncanonical,
-                Err(_) => RawReason::B64Invalid,
+            let reason = if memchr(b'\n', &self.strip).is_some() {
+                // A line ending inside a line the loop above took whole: the lines are not all `width` long.
+                RawReason::B64LineLayout
+            } else {
+                match LAX.decode_vec(&self.strip, &mut decoded) {
+                    Ok(_) => RawReason::B64Noncanonical,
+                    Err(_) => RawReason::B64Invalid,
+                }
             };
             crate::buffers::give(decoded);
             return Err(reason);
@@ -865,6 +880,19 @@ const LAX: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true),
 );
+
+/// Where the first blank line of `text` ends (as [`header_len`], which `text` must not start with a line ending
+/// for): found by searching for a line ending followed by an empty line, not line by line.
+fn blank_line_end(text: &[u8]) -> usize {
+    debug_assert!(!text.starts_with(b"\n") && !text.starts_with(b"\r\n"));
+    let lf = memmem::find(text, b"\n\n");
+    let crlf = memmem::find(&text[..lf.map_or(text.len(), |i| i + 2)], b"\n\r\n");
+    match (lf, crlf) {
+        (_, Some(k)) => k + 3,
+        (Some(k), None) => k + 2,
+        (None, None) => text.len(),
+    }
+}
 
 /// Whether base64 of `decoded` (padded with `pad`) is exactly `text`, compared block by block without building it.
 fn b64_reencodes_to(decoded: &[u8], pad: bool, text: &[u8]) -> bool {
