@@ -11,7 +11,7 @@ use bytes::Bytes;
 /// Buffers smaller than this are plain allocations (glibc reuses those without new pages).
 pub const MIN: usize = 128 << 10;
 /// Bytes of free buffers kept for reuse.
-pub const KEEP: usize = 32 << 20;
+pub const KEEP: usize = 16 << 20;
 
 static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
