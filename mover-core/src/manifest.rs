@@ -599,6 +599,25 @@ mod tests {
         }
     }
 
+    /// A header for [`ManifestWriter::finish`], which fills in the counts and hashes.
+    fn test_header() -> ManifestHeader {
+        ManifestHeader {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            mailbox: "m".into(),
+            pass: 1,
+            source: "/x".into(),
+            source_is_dir: true,
+            started_ms: 1,
+            finished_ms: 2,
+            tool: "t".into(),
+            records: 0,
+            body_blake3: ContentId::of(b""),
+            records_blake3: None,
+            stats: PassStats::default(),
+        }
+    }
+
     #[test]
     fn records_round_trip() {
         let r = BlobLoc { pack: PackId::fresh(), seg: 3, offset: 8, raw_len: 20 };
@@ -627,22 +646,7 @@ mod tests {
         for rec in &recs {
             w.write(rec).unwrap();
         }
-        let header = ManifestHeader {
-            format: MANIFEST_FORMAT.into(),
-            version: MANIFEST_VERSION,
-            mailbox: "m".into(),
-            pass: 1,
-            source: "/x".into(),
-            source_is_dir: true,
-            started_ms: 1,
-            finished_ms: 2,
-            tool: "t".into(),
-            records: 0,
-            body_blake3: ContentId::of(b""),
-            records_blake3: None,
-            stats: PassStats::default(),
-        };
-        let obj = w.finish(header).unwrap();
+        let obj = w.finish(test_header()).unwrap();
         let m = Manifest::parse(obj.clone(), "k").unwrap();
         assert_eq!(m.header.records, 4);
         let back: Vec<Record> = m.records().unwrap().map(|r| r.unwrap().0).collect();
@@ -664,21 +668,6 @@ mod tests {
     /// handed over in pieces of any size, hash and read back the same.
     #[test]
     fn large_manifests_spool_and_hash_the_same_however_written() {
-        let header = |records_blake3| ManifestHeader {
-            format: MANIFEST_FORMAT.into(),
-            version: MANIFEST_VERSION,
-            mailbox: "m".into(),
-            pass: 1,
-            source: "/x".into(),
-            source_is_dir: true,
-            started_ms: 1,
-            finished_ms: 2,
-            tool: "t".into(),
-            records: 0,
-            body_blake3: ContentId::of(b""),
-            records_blake3,
-            stats: PassStats::default(),
-        };
         for n in [10usize, 100_000] {
             let recs: Vec<Record> = (0..n)
                 .map(|i| Record::Dir {
@@ -706,7 +695,7 @@ mod tests {
             assert_eq!(all.records_hash(), ContentId::of(&lines));
             assert_eq!(n > 10, lines.len() > DEFER_MAX, "the large case spools before the end");
             for w in [one, all] {
-                let m = Manifest::parse(w.finish(header(None)).unwrap(), "k").unwrap();
+                let m = Manifest::parse(w.finish(test_header()).unwrap(), "k").unwrap();
                 assert_eq!(m.header.records, n as u64);
                 assert_eq!(m.header.records_blake3, Some(ContentId::of(&lines)));
                 let back: Vec<Record> = m.records().unwrap().map(|r| r.unwrap().0).collect();
