@@ -124,9 +124,13 @@ pub(crate) fn open_dir(path: &Path) -> std::io::Result<File> {
 }
 
 /// Open `name` in the open directory `dir`, taking `walked` (the walk's `lstat` of it) as the version opened: the
-/// check after reading ([`unchanged`]) compares the file with it, so a file replaced between the walk and this open
-/// (another inode, or a symbolic link: not followed here) counts as changed and is read again. Non-blocking, so a
-/// FIFO put in its place cannot hang the reader (reads of regular files ignore the flag).
+/// check after reading ([`unchanged`]) compares the file with it, so a file changed or replaced by another file
+/// between the walk and this open counts as changed and is read again (through [`open`], which checks the type).
+/// Something else put in its place is not read as a file: a symbolic link is not followed (the open fails), and the
+/// open is non-blocking, so a FIFO cannot hang the reader (reads of regular files ignore the flag); either way the
+/// file is quarantined for this pass with the error, and the next pass sees what is there. (A FIFO that has a writer
+/// would be read, up to the walked size, before the check after reading notices.) A file under a lease another
+/// process holds (Samba oplocks) fails to open instead of waiting, and is likewise retried by the next pass.
 #[allow(unsafe_code)]
 pub(crate) fn open_in(dir: &File, name: &std::ffi::OsStr, path: &Path, walked: Stat) -> Result<OpenFile> {
     use std::os::fd::{AsRawFd, FromRawFd};
@@ -168,9 +172,18 @@ pub fn read_content(f: &mut OpenFile, path: &Path, policy: &ReadPolicy) -> Resul
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(i64::MAX);
-    let quiet = now_ns.saturating_sub(f.stat.mtime_ns) >= (policy.quiet_secs as i64) * 1_000_000_000;
+    // Quiet by the file's state now, not as the walk saw it (the version opened may be the walk's, some time ago):
+    // a file written to since is streamed, never mapped (a truncation while mapped would be a SIGBUS).
+    let quiet = || match f.file.metadata() {
+        Ok(now) => {
+            let now = Stat::of(&now);
+            now.same_version(&f.stat)
+                && now_ns.saturating_sub(now.mtime_ns) >= (policy.quiet_secs as i64) * 1_000_000_000
+        }
+        Err(_) => false,
+    };
     if policy.mmap
-        && quiet
+        && quiet()
         && let Some(data) = map(&f.file)
     {
         return Ok(Content::Whole { data, mapped: true });
@@ -200,9 +213,34 @@ pub fn unchanged(f: &OpenFile) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn walked(path: &Path) -> Stat {
         Stat::of(&std::fs::symlink_metadata(path).unwrap())
+    }
+
+    /// Only a file that is quiet now is mapped, whatever the walk saw when it was opened relative to the walk.
+    #[test]
+    fn a_file_written_after_the_walk_is_streamed_not_mapped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a.mbox");
+        std::fs::write(&a, vec![b'x'; 4096]).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options().write(true).open(&a).unwrap().set_modified(old).unwrap();
+        let dir = open_dir(tmp.path()).unwrap();
+        let policy = ReadPolicy { whole_max: 1024, ..ReadPolicy::default() };
+        let mapped =
+            |f: &mut OpenFile| matches!(read_content(f, &a, &policy).unwrap(), Content::Whole { mapped: true, .. });
+
+        // Quiet for an hour, as walked: mapped.
+        let seen = walked(&a);
+        assert!(mapped(&mut open_in(&dir, "a.mbox".as_ref(), &a, seen).unwrap()));
+
+        // Appended to after the walk: streamed, although the walk saw it quiet.
+        std::fs::OpenOptions::new().append(true).open(&a).unwrap().write_all(b"From more\n").unwrap();
+        let mut f = open_in(&dir, "a.mbox".as_ref(), &a, seen).unwrap();
+        assert!(!mapped(&mut f));
+        assert!(!unchanged(&f).unwrap());
     }
 
     #[test]
