@@ -135,7 +135,7 @@ impl MigrateOptions {
             max_blob: 16 << 20,
             batch_bytes: 1 << 20,
             queue_batches: 8,
-            in_flight_bytes: 16 << 20,
+            in_flight_bytes: 32 << 20,
             upload_budget: None,
             read: ReadPolicy::default(),
             change_retries: 3,
