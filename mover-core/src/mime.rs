@@ -16,8 +16,11 @@
 //!  close delimiter, epilogue ─ Raw
 //! ```
 //!
-//! **Exactness is checked, never assumed.** A candidate body is decoded, re-encoded with the recipe detected from its
-//! layout, and kept as `Encoded` only if the re-encoding is identical to the original bytes. Restore therefore only
+//! **Exactness is checked, never assumed.** A candidate body is kept as `Encoded` only if re-encoding it with the
+//! recipe detected from its layout gives the original bytes. Quoted-printable is re-encoded and compared; base64 is
+//! checked without writing the encoding: its line layout line by line, and its text by a strict decode, which
+//! accepts exactly the canonical encoding of what it decodes to (a property test and, in debug builds, an assertion
+//! that compares with [`encode`] keep that true). Restore therefore only
 //! ever runs [`encode`]: it never guesses. Anything that cannot be parsed with confidence (no boundary, too deep,
 //! garbage) stays `Raw`, and the reasons are counted in [`SplitStats`]. The functions never fail and never panic,
 //! whatever the input.
