@@ -286,6 +286,54 @@ pub struct ManifestWriter {
     /// (carried) records are never compressed.
     pending: Vec<u8>,
     hashed: usize,
+    /// The previous pass's records, while every byte spooled so far is the same as theirs ([`ManifestWriter::against`]).
+    same: Option<SameAsBefore>,
+}
+
+/// A writer's view of the previous pass's records: while what would be compressed equals them, it is compared and
+/// dropped instead. A delta pass in which little or nothing changed writes mostly carried records; compressing them
+/// was most of a no-change pass's work on a mailbox of 20,000 messages (the records are hashed all the same, and
+/// the hash decides whether the pass is kept).
+struct SameAsBefore {
+    prev: Manifest,
+    /// The previous records, decompressed; opened on the first comparison.
+    records: Option<BufReader<zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>>>,
+    /// Compare a block at a time from the first record (the previous records are large), rather than from
+    /// [`DEFER_MAX`] bytes on (small records are only hashed, as without a previous pass: decompressing them to
+    /// compare would cost more than it saves).
+    eager: bool,
+    /// Bytes found equal (and dropped) so far.
+    matched: u64,
+    scratch: Vec<u8>,
+}
+
+impl SameAsBefore {
+    /// Whether the previous records continue with exactly `data` (consumed if so; on a difference the rest of them
+    /// is of no further use).
+    fn continues_with(&mut self, data: &[u8]) -> Result<bool> {
+        let records = match &mut self.records {
+            Some(r) => r,
+            None => self.records.insert(self.prev.raw_records()?),
+        };
+        for piece in data.chunks(HASH_BLOCK) {
+            self.scratch.resize(piece.len(), 0);
+            match records.read_exact(&mut self.scratch) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(Error::corrupt(format!("manifest {}: {e}", self.prev.key))),
+            }
+            if self.scratch != piece {
+                return Ok(false);
+            }
+        }
+        self.matched += data.len() as u64;
+        Ok(true)
+    }
+
+    /// Whether to compare `pending` bytes of new records now.
+    fn due(&self, pending: usize) -> bool {
+        pending >= HASH_BLOCK && (self.eager || self.matched > 0)
+    }
 }
 
 const HASH_BLOCK: usize = 64 << 10;
@@ -305,7 +353,28 @@ fn tmp_err(e: std::io::Error) -> Error {
 impl ManifestWriter {
     /// A writer spooling to an anonymous temporary file (created once there is enough to spool).
     pub fn new() -> Result<Self> {
-        Ok(ManifestWriter { enc: None, records: 0, hasher: blake3::Hasher::new(), pending: Vec::new(), hashed: 0 })
+        Ok(ManifestWriter {
+            enc: None,
+            records: 0,
+            hasher: blake3::Hasher::new(),
+            pending: Vec::new(),
+            hashed: 0,
+            same: None,
+        })
+    }
+
+    /// A writer for the pass after `prev`: as long as the records written are the same as `prev`'s, they are only
+    /// hashed, never compressed, whatever their size. The manifest [`ManifestWriter::finish`] makes is the same
+    /// either way.
+    pub fn against(prev: &Manifest) -> Result<Self> {
+        // Manifests compress about 6:1: a body of an eighth of DEFER_MAX holds records that will be spooled.
+        Self::against_with(prev, prev.body.len() >= DEFER_MAX / 8)
+    }
+
+    fn against_with(prev: &Manifest, eager: bool) -> Result<Self> {
+        let mut w = Self::new()?;
+        w.same = Some(SameAsBefore { prev: prev.clone(), records: None, eager, matched: 0, scratch: Vec::new() });
+        Ok(w)
     }
 
     /// Append one record.
@@ -323,28 +392,60 @@ impl ManifestWriter {
             self.hasher.update(&self.pending[self.hashed..]);
             self.hashed = self.pending.len();
         }
-        if self.pending.len() >= DEFER_MAX {
+        // While the records are the previous pass's, they are compared (and dropped) a block at a time once the
+        // comparison has started: neither they nor the previous ones are then held in memory.
+        if self.pending.len() >= DEFER_MAX || self.same.as_ref().is_some_and(|s| s.due(self.pending.len())) {
             self.spool()?;
         }
         Ok(())
     }
 
-    /// Hash and compress everything pending.
+    /// Hash and compress everything pending (or, while it is the same as the previous pass's records, drop it).
     fn spool(&mut self) -> Result<()> {
         self.hasher.update(&self.pending[self.hashed..]);
-        let enc = match &mut self.enc {
-            Some(enc) => enc,
-            None => {
-                let file = tempfile::tempfile().map_err(tmp_err)?;
-                // Level 1: a manifest is mostly hashes, which do not compress; higher levels cost a fifth of the CPU
-                // of a small-message migration for a few percent of the manifest's size.
-                let w = std::io::BufWriter::with_capacity(1 << 16, file);
-                self.enc.insert(zstd::stream::write::Encoder::new(w, 1).map_err(tmp_err)?)
+        self.hashed = self.pending.len();
+        if let Some(same) = &mut self.same {
+            if same.continues_with(&self.pending)? {
+                self.pending.clear();
+                self.hashed = 0;
+                return Ok(());
             }
-        };
-        enc.write_all(&self.pending).map_err(tmp_err)?;
+            self.differs()?;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.encoder()?.write_all(&pending).map_err(tmp_err)?;
+        self.pending = pending;
         self.pending.clear();
         self.hashed = 0;
+        Ok(())
+    }
+
+    /// The compressed spool, started on first use.
+    fn encoder(&mut self) -> Result<&mut zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>> {
+        if self.enc.is_none() {
+            let file = tempfile::tempfile().map_err(tmp_err)?;
+            // Level 1: a manifest is mostly hashes, which do not compress; higher levels cost a fifth of the CPU of a
+            // small-message migration for a few percent of the manifest's size.
+            let w = std::io::BufWriter::with_capacity(1 << 16, file);
+            self.enc = Some(zstd::stream::write::Encoder::new(w, 1).map_err(tmp_err)?);
+        }
+        Ok(self.enc.as_mut().expect("started above"))
+    }
+
+    /// The records are no longer the previous pass's: compress the part that was (read again from the previous
+    /// manifest) before anything else.
+    fn differs(&mut self) -> Result<()> {
+        let Some(same) = self.same.take() else { return Ok(()) };
+        if same.matched == 0 {
+            return Ok(());
+        }
+        let key = same.prev.key.clone();
+        let mut prefix = same.prev.raw_records()?.take(same.matched);
+        let copied = std::io::copy(&mut prefix, self.encoder()?)
+            .map_err(|e| Error::corrupt(format!("manifest {key}: reading its records again: {e}")))?;
+        if copied != same.matched {
+            return Err(Error::corrupt(format!("manifest {key}: its records ended early when read again")));
+        }
         Ok(())
     }
 
@@ -362,6 +463,8 @@ impl ManifestWriter {
 
     /// Finish: the manifest object with `header` (whose `records` and `body_blake3` are filled in here).
     pub fn finish(mut self, mut header: ManifestHeader) -> Result<Bytes> {
+        // Records the same as the previous pass's so far are written out now, in front of the rest.
+        self.differs()?;
         self.spool()?;
         let enc = self.enc.take().expect("spool starts the encoder");
         let buf = enc.finish().map_err(tmp_err)?;
@@ -422,9 +525,16 @@ impl Manifest {
 
     /// The records, in order, each with its encoded line (for carrying unchanged files over).
     pub fn records(&self) -> Result<RecordReader> {
+        Ok(RecordReader { lines: self.raw_records()?, key: self.key.clone(), line_no: 0 })
+    }
+
+    /// The record lines, decompressed, as one stream of bytes.
+    fn raw_records(
+        &self,
+    ) -> Result<BufReader<zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>>> {
         let dec = zstd::stream::read::Decoder::with_buffer(BufReader::new(std::io::Cursor::new(self.body.clone())))
             .map_err(|e| Error::corrupt(format!("manifest {}: {e}", self.key)))?;
-        Ok(RecordReader { lines: BufReader::with_capacity(1 << 16, dec), key: self.key.clone(), line_no: 0 })
+        Ok(BufReader::with_capacity(1 << 16, dec))
     }
 }
 
@@ -662,6 +772,73 @@ mod tests {
         let n = broken.len();
         broken[n - 3] ^= 0xff;
         assert!(Manifest::parse(Bytes::from(broken), "k").is_err());
+    }
+
+    /// A writer that compares with the previous pass's records instead of compressing them makes the same manifest
+    /// as one that does not, whether the records are the same, differ early or late, or are fewer or more.
+    #[test]
+    fn a_writer_against_the_previous_pass_makes_the_same_manifest() {
+        let rec = |i: usize, tag: &str| Record::Dir {
+            path: ByteStr(format!("{tag}/{i:09}/cur").into_bytes()),
+            mode: 0o700,
+            mtime: i as i64,
+        };
+        let plain = |recs: &[Record]| {
+            let mut w = ManifestWriter::new().unwrap();
+            for r in recs {
+                w.write(r).unwrap();
+            }
+            w
+        };
+        // Past DEFER_MAX, so that the spool runs (and compares) before the end.
+        let n = 100_000;
+        let base: Vec<Record> = (0..n).map(|i| rec(i, "folder")).collect();
+        let prev = Manifest::parse(plain(&base).finish(test_header()).unwrap(), "prev").unwrap();
+        let changed = |at: usize| {
+            let mut v = base.clone();
+            v[at] = rec(at, "other");
+            v
+        };
+        let cases: Vec<(&str, Vec<Record>)> = vec![
+            ("the same", base.clone()),
+            ("changed at the start", changed(5)),
+            ("changed after the first spool", changed(n - 3)),
+            ("fewer", base[..n - 1000].to_vec()),
+            ("more", base.iter().cloned().chain((0..10).map(|i| rec(i, "new"))).collect()),
+            ("none", Vec::new()),
+        ];
+        for ((what, recs), eager) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+            let (what, recs) = (format!("{what}, eager {eager}"), recs.clone());
+            let mut w = ManifestWriter::against_with(&prev, eager).unwrap();
+            for r in &recs {
+                w.write(r).unwrap();
+            }
+            let want = plain(&recs);
+            assert_eq!(w.records_hash(), want.records_hash(), "{what}");
+            assert_eq!(w.records(), recs.len() as u64, "{what}");
+            if what.starts_with("the same") {
+                assert!(w.enc.is_none(), "records the same as before are never compressed");
+                assert!(w.same.as_ref().unwrap().matched > DEFER_MAX as u64, "the spool compared them");
+                // Eagerly, a block at a time from the start; otherwise from DEFER_MAX on.
+                let held = if eager { 2 * HASH_BLOCK } else { 2 * DEFER_MAX };
+                assert!(w.pending.capacity() < held, "{what}: {} bytes held", w.pending.capacity());
+                assert_eq!(Some(w.records_hash()), prev.header.records_blake3);
+            }
+            let got = Manifest::parse(w.finish(test_header()).unwrap(), "got").unwrap();
+            assert_eq!(got.header.records_blake3, Some(want.records_hash()), "{what}");
+            let back: Vec<Record> = got.records().unwrap().map(|r| r.unwrap().0).collect();
+            assert_eq!(back, recs, "{what}");
+            assert_eq!(got.body, Manifest::parse(want.finish(test_header()).unwrap(), "want").unwrap().body, "{what}");
+        }
+        // A small previous pass is only hashed, as without one: its records are not even decompressed.
+        let small = Manifest::parse(plain(&base[..100]).finish(test_header()).unwrap(), "small").unwrap();
+        let mut w = ManifestWriter::against(&small).unwrap();
+        for r in &base[..100] {
+            w.write(r).unwrap();
+        }
+        let same = w.same.as_ref().unwrap();
+        assert!(!same.eager && same.records.is_none());
+        assert_eq!(Some(w.records_hash()), small.header.records_blake3);
     }
 
     /// Records are held uncompressed up to `DEFER_MAX`, then spooled: a manifest on either side of that, and records

@@ -56,3 +56,55 @@ fn rerun_stores_nothing_then_picks_up_changes() {
     assert!(to1.join("cur/1639054935.U6009.host:2,S").exists());
     assert!(!to1.join("new/1800000000.new.host").exists());
 }
+
+/// A delta pass of a mailbox whose manifest is large compares its carried records with the previous pass's instead
+/// of compressing them (`ManifestWriter::against`); when a file near the end of the walk changes, the records
+/// compared so far are written out after all, in front of the changed ones. Both passes restore byte for byte.
+#[test]
+fn a_large_mailbox_changed_at_its_end_keeps_every_record() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("dave");
+    // 20,000 small messages with distinct bodies: about 6 MiB of records, well past the size from which a delta pass
+    // compares them a block at a time from the start.
+    let mut big = Vec::new();
+    for i in 0..20_000u32 {
+        let body =
+            format!("body {i}: {}\n", format!("{:x}", u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(16));
+        big.extend_from_slice(format!("From a@b Mon Apr 18 14:23:23 2022\nSubject: {i}\n\n{body}\n").as_bytes());
+    }
+    write_file(&src.join("a-archive.mbox"), &big, 1_600_000_000);
+    let small = src.join("z-inbox.mbox");
+    let small_before = b"From a@b Mon Apr 18 14:23:23 2022\nSubject: last\n\nx\n";
+    write_file(&small, small_before, 1_600_000_000);
+    let dest = work.path().join("dest");
+    let first = migrate_json(&src, &dest, "dave", EXIT_OK);
+    assert_eq!(first["messages"], 20_001);
+    let manifest = dest.join("mailboxes/dave/pass-00000001.manifest");
+    let size = std::fs::metadata(&manifest).unwrap().len();
+    assert!(size > 600 << 10, "a manifest large enough to be compared eagerly: {size} bytes");
+
+    let again = migrate_json(&src, &dest, "dave", EXIT_OK);
+    assert_eq!(again["nothing_new"], true, "{again:#}");
+    assert_eq!(again["pass"], 1);
+
+    // The last file in walk order changes: every record before it was the same as before.
+    let mut data = std::fs::read(&small).unwrap();
+    data.extend_from_slice(b"\nFrom a@b Tue Apr 19 14:23:23 2022\nSubject: later\n\ny\n");
+    write_file(&small, &data, 1_600_000_100);
+    let second = migrate_json(&src, &dest, "dave", EXIT_OK);
+    assert_eq!(second["pass"], 2, "{second:#}");
+    assert_eq!(second["messages"], 20_002);
+    assert_eq!(second["stats"]["unchanged_files"], 1, "{second:#}");
+
+    moverd_ok(["verify", dest.to_str().unwrap()], EXIT_OK);
+    let to = work.path().join("restored");
+    moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", "dave", "--to", to.to_str().unwrap()], EXIT_OK);
+    assert_same_tree(&src, &to);
+    let to1 = work.path().join("restored-pass1");
+    moverd_ok(
+        ["restore", dest.to_str().unwrap(), "--mailbox", "dave", "--pass", "1", "--to", to1.to_str().unwrap()],
+        EXIT_OK,
+    );
+    assert_eq!(std::fs::read(to1.join("a-archive.mbox")).unwrap(), big);
+    assert_eq!(std::fs::read(to1.join("z-inbox.mbox")).unwrap(), small_before);
+}

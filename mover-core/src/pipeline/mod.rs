@@ -511,6 +511,11 @@ fn run_pass(
         None => None,
     };
     let is_dir = source.is_dir();
+    // Records the same as the previous pass's are compared with them rather than compressed (most of a delta pass).
+    let manifest = match &prev {
+        Some(m) => ManifestWriter::against(m)?,
+        None => ManifestWriter::new()?,
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(opts.queue_batches);
     let budget =
         Arc::new(Budget { used: Mutex::new(0), freed: std::sync::Condvar::new(), limit: opts.in_flight_bytes });
@@ -578,7 +583,7 @@ fn run_pass(
                         uploader,
                         stored_by_kind: [0; 4],
                     },
-                    manifest: ManifestWriter::new()?,
+                    manifest,
                     stats: PassStats::default(),
                     quarantine: Vec::new(),
                     spool: None,
