@@ -186,6 +186,11 @@ pub struct CorpusReport {
     pub ratio_to_bound: f64,
     /// MB/s of every end-to-end repetition into the local store (the median one is `pipeline`).
     pub pipeline_mb_s_runs: Vec<f64>,
+    /// Seconds of the no-change re-run of every repetition into the local store, in the order of
+    /// `pipeline_mb_s_runs` (one re-run is a few milliseconds: a single one is mostly noise).
+    pub rerun_seconds_runs: Vec<f64>,
+    /// Median over those repetitions of (re-run seconds ÷ first-run seconds).
+    pub rerun_fraction: Option<f64>,
     /// MB/s of every end-to-end repetition into the memory store.
     pub pipeline_memory_mb_s_runs: Vec<f64>,
     /// The pipeline into an in-memory store: no store I/O (its peak RSS includes everything stored).
@@ -363,6 +368,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             anyhow::ensure!(r.pipeline.rerun_nothing_new == Some(true), "the no-change re-run stored something");
             anyhow::ensure!(r.bound_mb_s > 0.0 && r.pipeline.mb_s > 0.0, "a rate is zero");
+            anyhow::ensure!(
+                r.rerun_fraction.is_some_and(|f| f > 0.0) && r.rerun_seconds_runs.len() == r.pipeline_mb_s_runs.len(),
+                "every repetition reports its re-run"
+            );
         }
         report.corpora.push(r);
     }
@@ -420,6 +429,11 @@ fn measure_corpus(
         dict_runs.push(child(false, true)?);
     }
     let pipeline_mb_s_runs: Vec<f64> = local_runs.iter().map(|r| r.mb_s).collect();
+    let rerun_seconds_runs: Vec<f64> = local_runs.iter().filter_map(|r| r.rerun_seconds).collect();
+    let mut fractions: Vec<f64> =
+        local_runs.iter().filter_map(|r| r.rerun_seconds.map(|s| s / r.seconds)).filter(|f| f.is_finite()).collect();
+    fractions.sort_by(f64::total_cmp);
+    let rerun_fraction = fractions.get(fractions.len() / 2).copied();
     let pipeline_memory_mb_s_runs: Vec<f64> = memory_runs.iter().map(|r| r.mb_s).collect();
     let pipeline_dictionaries_mb_s_runs: Vec<f64> = dict_runs.iter().map(|r| r.mb_s).collect();
     let pipeline = median_run(local_runs);
@@ -467,6 +481,8 @@ fn measure_corpus(
         load1: (load_before, load1()),
         ratio_to_bound: pipeline.mb_s / bound_mb_s,
         pipeline_mb_s_runs,
+        rerun_seconds_runs,
+        rerun_fraction,
         pipeline_memory_mb_s_runs,
         ratio_to_bound_memory: pipeline_memory.mb_s / bound_mb_s,
         pipeline_memory,
@@ -607,6 +623,15 @@ fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
         mb(p.deduplicated_bytes),
         p.rerun_nothing_new.map(|b| b.to_string()).unwrap_or_else(|| "-".into())
     );
+    if let Some(f) = r.rerun_fraction {
+        let runs: Vec<String> = r.rerun_seconds_runs.iter().map(|s| format!("{:.1}", s * 1e3)).collect();
+        println!(
+            "   no-change re-run: {:.1} % of the first run (median over {} repetition(s); re-runs {} ms)",
+            f * 100.0,
+            r.rerun_seconds_runs.len(),
+            runs.join(", ")
+        );
+    }
     for s in &r.skipped {
         println!("   skipped: {s}");
     }
