@@ -276,7 +276,7 @@ pub struct ManifestHeader {
 /// Streams records into a compressed temporary file, then frames them with a header.
 pub struct ManifestWriter {
     /// The compressed spool, started when the first [`DEFER_MAX`] bytes of records are compressed.
-    enc: Option<zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>>,
+    enc: Option<Spool>,
     records: u64,
     hasher: blake3::Hasher,
     /// Record lines not yet compressed; the first `hashed` bytes of them are hashed. Lines are hashed in blocks of
@@ -309,7 +309,8 @@ struct SameAsBefore {
 
 impl SameAsBefore {
     /// Whether the previous records continue with exactly `data` (consumed if so; on a difference the rest of them
-    /// is of no further use).
+    /// is of no further use). An error here (a previous manifest that cannot be decompressed) fails the pass: the
+    /// writer is not used after it.
     fn continues_with(&mut self, data: &[u8]) -> Result<bool> {
         let records = match &mut self.records {
             Some(r) => r,
@@ -335,6 +336,9 @@ impl SameAsBefore {
         pending >= HASH_BLOCK && (self.eager || self.matched > 0)
     }
 }
+
+/// The manifest writer's compressed spool file.
+type Spool = zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>;
 
 const HASH_BLOCK: usize = 64 << 10;
 /// Record bytes held uncompressed before the spool starts (about 15,000 messages' records).
@@ -386,14 +390,26 @@ impl ManifestWriter {
 
     /// Append already-encoded record lines (each ending in `\n`), e.g. carried over from a previous pass.
     pub fn write_lines(&mut self, lines: &[u8], count: u64) -> Result<()> {
-        self.pending.extend_from_slice(lines);
         self.records += count;
+        // While the records are the previous pass's, they are compared (and dropped) a block at a time once the
+        // comparison has started, however many a call hands over (a carried file's records come in one piece):
+        // neither they nor the previous ones are then held in memory. The hash and the compressed spool are the
+        // same however the stream is cut.
+        if self.same.as_ref().is_some_and(|s| s.eager || s.matched > 0) {
+            for piece in lines.chunks(HASH_BLOCK) {
+                self.append(piece)?;
+            }
+            return Ok(());
+        }
+        self.append(lines)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(bytes);
         if self.pending.len() - self.hashed >= HASH_BLOCK {
             self.hasher.update(&self.pending[self.hashed..]);
             self.hashed = self.pending.len();
         }
-        // While the records are the previous pass's, they are compared (and dropped) a block at a time once the
-        // comparison has started: neither they nor the previous ones are then held in memory.
         if self.pending.len() >= DEFER_MAX || self.same.as_ref().is_some_and(|s| s.due(self.pending.len())) {
             self.spool()?;
         }
@@ -412,24 +428,22 @@ impl ManifestWriter {
             }
             self.differs()?;
         }
-        let pending = std::mem::take(&mut self.pending);
-        self.encoder()?.write_all(&pending).map_err(tmp_err)?;
-        self.pending = pending;
+        Self::encoder(&mut self.enc)?.write_all(&self.pending).map_err(tmp_err)?;
         self.pending.clear();
         self.hashed = 0;
         Ok(())
     }
 
     /// The compressed spool, started on first use.
-    fn encoder(&mut self) -> Result<&mut zstd::stream::write::Encoder<'static, std::io::BufWriter<std::fs::File>>> {
-        if self.enc.is_none() {
+    fn encoder(enc: &mut Option<Spool>) -> Result<&mut Spool> {
+        if enc.is_none() {
             let file = tempfile::tempfile().map_err(tmp_err)?;
             // Level 1: a manifest is mostly hashes, which do not compress; higher levels cost a fifth of the CPU of a
             // small-message migration for a few percent of the manifest's size.
             let w = std::io::BufWriter::with_capacity(1 << 16, file);
-            self.enc = Some(zstd::stream::write::Encoder::new(w, 1).map_err(tmp_err)?);
+            *enc = Some(zstd::stream::write::Encoder::new(w, 1).map_err(tmp_err)?);
         }
-        Ok(self.enc.as_mut().expect("started above"))
+        Ok(enc.as_mut().expect("started above"))
     }
 
     /// The records are no longer the previous pass's: compress the part that was (read again from the previous
@@ -441,7 +455,7 @@ impl ManifestWriter {
         }
         let key = same.prev.key.clone();
         let mut prefix = same.prev.raw_records()?.take(same.matched);
-        let copied = std::io::copy(&mut prefix, self.encoder()?)
+        let copied = std::io::copy(&mut prefix, Self::encoder(&mut self.enc)?)
             .map_err(|e| Error::corrupt(format!("manifest {key}: reading its records again: {e}")))?;
         if copied != same.matched {
             return Err(Error::corrupt(format!("manifest {key}: its records ended early when read again")));
@@ -802,27 +816,63 @@ mod tests {
         let cases: Vec<(&str, Vec<Record>)> = vec![
             ("the same", base.clone()),
             ("changed at the start", changed(5)),
-            ("changed after the first spool", changed(n - 3)),
+            // Found by a comparison during the pass, after blocks already matched (eagerly; lazily the first
+            // comparison, at DEFER_MAX, already sees it).
+            ("changed in the middle", changed(n / 2)),
+            // Found during the pass after matching, in either mode.
+            ("changed at 80 %", changed(n * 4 / 5)),
+            ("changed in the last block", changed(n - 3)),
             ("fewer", base[..n - 1000].to_vec()),
-            ("more", base.iter().cloned().chain((0..10).map(|i| rec(i, "new"))).collect()),
+            ("a few more", base.iter().cloned().chain((0..10).map(|i| rec(i, "new"))).collect()),
+            // The previous records end during the pass, after matching.
+            ("many more", base.iter().cloned().chain((0..5000).map(|i| rec(i, "new"))).collect()),
             ("none", Vec::new()),
         ];
-        for ((what, recs), eager) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
-            let (what, recs) = (format!("{what}, eager {eager}"), recs.clone());
+        let during_pass = ["changed at 80 %", "many more"];
+        for ((what, recs), eager, whole) in
+            cases.iter().flat_map(|c| [(c, false, false), (c, true, false), (c, false, true), (c, true, true)])
+        {
+            let (case, recs) = (*what, recs.clone());
+            let what = format!("{case}, eager {eager}, in pieces of 1 MiB {whole}");
             let mut w = ManifestWriter::against_with(&prev, eager).unwrap();
-            for r in &recs {
-                w.write(r).unwrap();
+            if whole {
+                // Carried files hand over many records at once.
+                let lines: Vec<u8> = recs
+                    .iter()
+                    .flat_map(|r| {
+                        let mut l = serde_json::to_vec(r).unwrap();
+                        l.push(b'\n');
+                        l
+                    })
+                    .collect();
+                let mut rest = &lines[..];
+                while !rest.is_empty() {
+                    let mut cut = rest.len().min(1 << 20);
+                    while cut < rest.len() && rest[cut - 1] != b'\n' {
+                        cut += 1;
+                    }
+                    let count = rest[..cut].iter().filter(|&&c| c == b'\n').count() as u64;
+                    w.write_lines(&rest[..cut], count).unwrap();
+                    rest = &rest[cut..];
+                }
+            } else {
+                for r in &recs {
+                    w.write(r).unwrap();
+                }
             }
             let want = plain(&recs);
             assert_eq!(w.records_hash(), want.records_hash(), "{what}");
             assert_eq!(w.records(), recs.len() as u64, "{what}");
-            if what.starts_with("the same") {
+            if case == "the same" {
                 assert!(w.enc.is_none(), "records the same as before are never compressed");
                 assert!(w.same.as_ref().unwrap().matched > DEFER_MAX as u64, "the spool compared them");
                 // Eagerly, a block at a time from the start; otherwise from DEFER_MAX on.
                 let held = if eager { 2 * HASH_BLOCK } else { 2 * DEFER_MAX };
-                assert!(w.pending.capacity() < held, "{what}: {} bytes held", w.pending.capacity());
+                assert!(w.pending.capacity() <= held, "{what}: {} bytes held", w.pending.capacity());
                 assert_eq!(Some(w.records_hash()), prev.header.records_blake3);
+            }
+            if during_pass.contains(&case) || (eager && case == "changed in the middle") {
+                assert!(w.same.is_none() && w.enc.is_some(), "{what}: the difference is found before the end");
             }
             let got = Manifest::parse(w.finish(test_header()).unwrap(), "got").unwrap();
             assert_eq!(got.header.records_blake3, Some(want.records_hash()), "{what}");
