@@ -91,6 +91,9 @@ pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
+/// A directory entry as listed: name, whether it is a directory, and the entry.
+type Child = (Vec<u8>, bool, std::fs::DirEntry);
+
 struct Frame {
     abs: PathBuf,
     rel: Vec<u8>,
@@ -98,7 +101,9 @@ struct Frame {
     dir: Option<std::sync::Arc<std::fs::File>>,
     /// Name, whether it is a directory, and the entry (whose `metadata` is an `lstat` relative to the open
     /// directory: no walk of the whole path per file).
-    children: std::vec::IntoIter<(Vec<u8>, bool, std::fs::DirEntry)>,
+    children: std::vec::IntoIter<Child>,
+    /// `lstat`s of the next children, taken ahead on two threads in a large directory ([`Frame::next_child`]).
+    ahead: std::collections::VecDeque<std::io::Result<std::fs::Metadata>>,
     /// This directory is the `cur`/`new`/`tmp` of a Maildir.
     maildir_sub: Option<&'static str>,
     /// This directory is a Maildir (has `cur/` or `new/`).
@@ -168,8 +173,43 @@ impl FsSource {
         let is_maildir = maildir_sub.is_none()
             && children.iter().any(|(n, d, _)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
         let dir = read::open_dir(&abs).ok().map(std::sync::Arc::new);
-        Ok(Frame { abs, rel, dir, children: children.into_iter(), maildir_sub, is_maildir })
+        Ok(Frame { abs, rel, dir, children: children.into_iter(), ahead: Default::default(), maildir_sub, is_maildir })
     }
+}
+
+/// Directories with at least this many entries left have their entries' `lstat`s taken ahead, on two threads.
+const STAT_AHEAD_MIN: usize = 256;
+/// Entries whose `lstat`s are taken ahead at a time.
+const STAT_AHEAD: usize = 4096;
+
+impl Frame {
+    /// The next child and its `lstat`. A pass that finds nothing changed is mostly `lstat`s of message files, one
+    /// thread's work while the workers idle: in a large directory they are taken a window ahead, half of them on a
+    /// helper thread (each is still the walk's view of that entry, taken before the entry is read).
+    fn next_child(&mut self) -> Option<(Child, std::io::Result<std::fs::Metadata>)> {
+        if self.ahead.is_empty() && self.children.len() >= STAT_AHEAD_MIN {
+            let window = &self.children.as_slice()[..self.children.len().min(STAT_AHEAD)];
+            self.ahead = stat_ahead(window);
+        }
+        let child = self.children.next()?;
+        let meta = self.ahead.pop_front().unwrap_or_else(|| child.2.metadata());
+        Some((child, meta))
+    }
+}
+
+/// The `lstat`s of `window`, in order: the second half on a helper thread (inline if it cannot be started).
+fn stat_ahead(window: &[Child]) -> std::collections::VecDeque<std::io::Result<std::fs::Metadata>> {
+    let (first, second) = window.split_at(window.len() / 2);
+    let stat = |part: &[Child]| part.iter().map(|c| c.2.metadata()).collect::<Vec<_>>();
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new().name("mover-walk".into()).spawn_scoped(scope, || stat(second));
+        let mut out: std::collections::VecDeque<_> = stat(first).into();
+        match helper.map(|h| h.join()) {
+            Ok(Ok(rest)) => out.extend(rest),
+            _ => out.extend(stat(second)),
+        }
+        out
+    })
 }
 
 fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -219,13 +259,13 @@ impl Source for FsSource {
         }
         loop {
             let top = &mut self.stack.last_mut()?.0;
-            let Some((name, _, dirent)) = top.children.next() else {
+            let Some(((name, _, _), meta)) = top.next_child() else {
                 self.stack.pop();
                 continue;
             };
             let abs = top.abs.join(OsStr::from_bytes(&name));
             let rel = join_rel(&top.rel, &name);
-            let (meta, stat) = match dirent.metadata().map(|m| {
+            let (meta, stat) = match meta.map(|m| {
                 let s = Stat::of(&m);
                 (m, s)
             }) {
@@ -317,5 +357,47 @@ mod tests {
         assert_eq!(kind("link"), EntryKind::Symlink { target: b"cur".to_vec() });
         assert_eq!(kind("a/x"), EntryKind::Dir);
         assert!(walk_cmp(b"a/x", b"a.b") == Ordering::Less);
+    }
+
+    /// In a large directory the walk takes its entries' `lstat`s ahead, in windows, on two threads: every entry still
+    /// comes in walk order with its own `lstat` and kind, across window boundaries.
+    #[test]
+    fn a_large_directory_is_walked_entry_by_entry_as_a_small_one() {
+        let d = tempfile::tempdir().unwrap();
+        let cur = d.path().join("cur");
+        std::fs::create_dir_all(cur.join("sub")).unwrap();
+        // With `sub`, a window and STAT_AHEAD_MIN - 1 entries: a window taken ahead, then the rest one by one.
+        let n = STAT_AHEAD + STAT_AHEAD_MIN - 2;
+        for i in 0..n {
+            let name = format!("{:05}.host:2,S", (i * 7919) % n);
+            if i % 1000 == 1 {
+                std::os::unix::fs::symlink("elsewhere", cur.join(name)).unwrap();
+            } else {
+                std::fs::write(cur.join(name), vec![b'x'; i % 97]).unwrap();
+            }
+        }
+        let mut s = FsSource::open(d.path()).unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = s.next_entry() {
+            got.push(e.unwrap());
+        }
+        let mut want: Vec<String> =
+            std::fs::read_dir(&cur).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        want.sort();
+        let files: Vec<&Entry> = got.iter().filter(|e| e.rel.starts_with(b"cur/")).collect();
+        assert_eq!(files.len(), n + 1);
+        for (e, name) in files.iter().zip(&want) {
+            assert_eq!(e.rel, format!("cur/{name}").into_bytes());
+            let lstat = std::fs::symlink_metadata(cur.join(name)).unwrap();
+            assert_eq!(e.stat, Stat::of(&lstat), "{name}");
+            let kind = if lstat.is_dir() {
+                EntryKind::Dir
+            } else if lstat.file_type().is_symlink() {
+                EntryKind::Symlink { target: b"elsewhere".to_vec() }
+            } else {
+                EntryKind::File { maildir: Some("cur") }
+            };
+            assert_eq!(e.kind, kind, "{name}");
+        }
     }
 }
