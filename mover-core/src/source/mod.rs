@@ -185,14 +185,21 @@ const STAT_AHEAD: usize = 4096;
 impl Frame {
     /// The next child and its `lstat`. A pass that finds nothing changed is mostly `lstat`s of message files, one
     /// thread's work while the workers idle: in a large directory they are taken a window ahead, half of them on a
-    /// helper thread (each is still the walk's view of that entry, taken before the entry is read).
+    /// helper thread (each is still the walk's view of that entry, taken before the entry is read; files are opened
+    /// without following links and checked against it after reading).
     fn next_child(&mut self) -> Option<(Child, std::io::Result<std::fs::Metadata>)> {
         if self.ahead.is_empty() && self.children.len() >= STAT_AHEAD_MIN {
             let window = &self.children.as_slice()[..self.children.len().min(STAT_AHEAD)];
             self.ahead = stat_ahead(window);
         }
         let child = self.children.next()?;
-        let meta = self.ahead.pop_front().unwrap_or_else(|| child.2.metadata());
+        let meta = match self.ahead.pop_front() {
+            // A directory is walked into by path: its lstat is taken again just before, as without the look-ahead,
+            // so that one replaced by a symbolic link meanwhile is recorded as the link, never followed.
+            Some(Ok(m)) if m.is_dir() => child.2.metadata(),
+            Some(taken) => taken,
+            None => child.2.metadata(),
+        };
         Some((child, meta))
     }
 }
@@ -357,6 +364,35 @@ mod tests {
         assert_eq!(kind("link"), EntryKind::Symlink { target: b"cur".to_vec() });
         assert_eq!(kind("a/x"), EntryKind::Dir);
         assert!(walk_cmp(b"a/x", b"a.b") == Ordering::Less);
+    }
+
+    /// A directory replaced by a symbolic link after the look-ahead took its `lstat` is recorded as the link: the
+    /// walk does not follow it out of the source.
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_look_ahead_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, outside) = (d.path().join("src"), d.path().join("outside"));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "not mail").unwrap();
+        for i in 0..300 {
+            std::fs::create_dir_all(src.join(format!("d{i:03}"))).unwrap();
+        }
+        std::fs::write(src.join("d000/m"), "x").unwrap();
+        let mut s = FsSource::open(&src).unwrap();
+        let mut got = Vec::new();
+        // The root, d000 (its lstat and the rest of the window taken ahead) and what d000 holds.
+        for _ in 0..3 {
+            got.push(s.next_entry().unwrap().unwrap());
+        }
+        assert_eq!(got[2].rel, b"d000/m");
+        std::fs::remove_dir(src.join("d150")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("d150")).unwrap();
+        while let Some(e) = s.next_entry() {
+            got.push(e.unwrap());
+        }
+        assert!(got.iter().all(|e| !e.rel.starts_with(b"d150/")), "the walk followed the link");
+        let d150 = got.iter().find(|e| e.rel == b"d150").unwrap();
+        assert!(matches!(d150.kind, EntryKind::Symlink { .. }), "{:?}", d150.kind);
     }
 
     /// In a large directory the walk takes its entries' `lstat`s ahead, in windows, on two threads: every entry still
