@@ -331,9 +331,10 @@ impl SameAsBefore {
         Ok(true)
     }
 
-    /// Whether to compare `pending` bytes of new records now.
-    fn due(&self, pending: usize) -> bool {
-        pending >= HASH_BLOCK && (self.eager || self.matched > 0)
+    /// Whether records are compared as they come, a block at a time (from the start when eager, otherwise once the
+    /// first comparison at [`DEFER_MAX`] matched).
+    fn comparing(&self) -> bool {
+        self.eager || self.matched > 0
     }
 }
 
@@ -395,7 +396,7 @@ impl ManifestWriter {
         // comparison has started, however many a call hands over (a carried file's records come in one piece):
         // neither they nor the previous ones are then held in memory. The hash and the compressed spool are the
         // same however the stream is cut.
-        if self.same.as_ref().is_some_and(|s| s.eager || s.matched > 0) {
+        if self.same.as_ref().is_some_and(SameAsBefore::comparing) {
             for piece in lines.chunks(HASH_BLOCK) {
                 self.append(piece)?;
             }
@@ -410,7 +411,8 @@ impl ManifestWriter {
             self.hasher.update(&self.pending[self.hashed..]);
             self.hashed = self.pending.len();
         }
-        if self.pending.len() >= DEFER_MAX || self.same.as_ref().is_some_and(|s| s.due(self.pending.len())) {
+        let block_due = self.pending.len() >= HASH_BLOCK && self.same.as_ref().is_some_and(SameAsBefore::comparing);
+        if self.pending.len() >= DEFER_MAX || block_due {
             self.spool()?;
         }
         Ok(())

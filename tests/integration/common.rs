@@ -67,23 +67,25 @@ pub fn round_trip(source: &Path, work: &Path, mailbox: &str, migrate_code: i32) 
     let summary = migrate_json(source, &dest, mailbox, migrate_code);
     moverd_ok([OsStr::new("verify"), dest.as_os_str(), "--mailbox".as_ref(), mailbox.as_ref()], EXIT_OK);
     let restored = work.join("restored");
-    moverd_ok(
-        [
-            OsStr::new("restore"),
-            dest.as_os_str(),
-            "--mailbox".as_ref(),
-            mailbox.as_ref(),
-            "--to".as_ref(),
-            restored.as_os_str(),
-        ],
-        EXIT_OK,
-    );
+    restore(&dest, mailbox, None, &restored);
     if source.is_dir() {
         assert_same_tree(source, &restored);
     } else {
         assert_same_tree_entry(source, &restored.join(source.file_name().unwrap()));
     }
     summary
+}
+
+/// `moverd restore DEST --mailbox MAILBOX [--pass PASS] --to TO`, which must succeed.
+#[track_caller]
+pub fn restore(dest: &Path, mailbox: &str, pass: Option<u32>, to: &Path) {
+    let pass = pass.map(|p| p.to_string());
+    let mut args: Vec<&OsStr> = vec!["restore".as_ref(), dest.as_os_str(), "--mailbox".as_ref(), mailbox.as_ref()];
+    if let Some(p) = &pass {
+        args.extend([OsStr::new("--pass"), p.as_ref()]);
+    }
+    args.extend([OsStr::new("--to"), to.as_os_str()]);
+    moverd_ok(args, EXIT_OK);
 }
 
 /// What a tree entry is, for comparison.

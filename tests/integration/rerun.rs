@@ -45,14 +45,11 @@ fn rerun_stores_nothing_then_picks_up_changes() {
 
     let to = work.path().join("restored");
     moverd_ok(["verify", dest.to_str().unwrap()], EXIT_OK);
-    moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", "carol", "--to", to.to_str().unwrap()], EXIT_OK);
+    restore(&dest, "carol", None, &to);
     assert_same_tree(&src, &to);
     // Pass 1 is still there and still complete.
     let to1 = work.path().join("restored-pass1");
-    moverd_ok(
-        ["restore", dest.to_str().unwrap(), "--mailbox", "carol", "--pass", "1", "--to", to1.to_str().unwrap()],
-        EXIT_OK,
-    );
+    restore(&dest, "carol", Some(1), &to1);
     assert!(to1.join("cur/1639054935.U6009.host:2,S").exists());
     assert!(!to1.join("new/1800000000.new.host").exists());
 }
@@ -98,13 +95,10 @@ fn a_large_mailbox_changed_at_its_end_keeps_every_record() {
 
     moverd_ok(["verify", dest.to_str().unwrap()], EXIT_OK);
     let to = work.path().join("restored");
-    moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", "dave", "--to", to.to_str().unwrap()], EXIT_OK);
+    restore(&dest, "dave", None, &to);
     assert_same_tree(&src, &to);
     let to1 = work.path().join("restored-pass1");
-    moverd_ok(
-        ["restore", dest.to_str().unwrap(), "--mailbox", "dave", "--pass", "1", "--to", to1.to_str().unwrap()],
-        EXIT_OK,
-    );
+    restore(&dest, "dave", Some(1), &to1);
     assert_eq!(std::fs::read(to1.join("a-archive.mbox")).unwrap(), big);
     assert_eq!(std::fs::read(to1.join("z-inbox.mbox")).unwrap(), small_before);
 }
