@@ -9,7 +9,7 @@ use crate::compress::{self, Codec};
 use crate::id::PackId;
 use crate::manifest::Part;
 use crate::pack::{BlobLoc, PackWriter};
-use crate::source::{self, Entry, OpenFile, Source};
+use crate::source::{Entry, Source};
 
 use super::process::Processor;
 use super::read::Reader;
@@ -339,7 +339,7 @@ impl Collector<'_> {
                 spool.notes.push((offset, reason));
                 Ok(())
             }
-            Event::FileEnd { entry, open, hash } => self.file_end(entry, open, hash),
+            Event::FileEnd { entry, version, hash } => self.file_end(entry, version, hash),
             Event::FileFailed { entry, offset, error } => {
                 self.spool = None;
                 self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs.display()), false)
@@ -409,12 +409,12 @@ impl Collector<'_> {
         Ok(())
     }
 
-    pub(super) fn file_end(&mut self, entry: Entry, open: OpenFile, hash: Option<ContentId>) -> Result<()> {
+    pub(super) fn file_end(&mut self, entry: Entry, version: Version, hash: Option<ContentId>) -> Result<()> {
         let mut attempt = 0;
-        let mut open = open;
+        let mut version = version;
         let mut hash = hash;
         loop {
-            let stable = source::read::unchanged(&open)?;
+            let stable = version.unchanged()?;
             if stable {
                 break;
             }
@@ -442,8 +442,8 @@ impl Collector<'_> {
             let mut failed = None;
             let source = self.source;
             reader.read_file(&entry, source, &mut |ev| match ev {
-                Event::FileEnd { open, hash, .. } => {
-                    end = Some((open, hash));
+                Event::FileEnd { version, hash, .. } => {
+                    end = Some((version, hash));
                     Ok(())
                 }
                 Event::FileFailed { offset, error, .. } => {
@@ -456,8 +456,8 @@ impl Collector<'_> {
                 self.spool = None;
                 return self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs.display()), false);
             }
-            let (o, h) = end.expect("read_file ends with FileEnd or FileFailed");
-            open = o;
+            let (v, h) = end.expect("read_file ends with FileEnd or FileFailed");
+            version = v;
             hash = h;
         }
         let mut spool = self.spool.take().ok_or_else(|| Error::new(ErrorKind::Other, "file end outside a file"))?;
@@ -465,7 +465,8 @@ impl Collector<'_> {
         spool.count += 1;
         self.manifest.write_lines(&spool.lines, spool.count)?;
         // A single-file source that is not an mbox is carried, but the operator asked for an mbox: say so.
-        if self.source_is_single && spool.kind == FileKind::Opaque && open.stat.size > 0 {
+        let size = version.stat().size;
+        if self.source_is_single && spool.kind == FileKind::Opaque && size > 0 {
             let reason = format!(
                 "{}: does not start with an mbox From_ line (offset 0); carried as opaque data",
                 entry.abs.display()
@@ -477,8 +478,8 @@ impl Collector<'_> {
         }
         self.stats.files += 1;
         self.stats.messages += spool.messages;
-        self.stats.source_bytes += open.stat.size;
-        self.stats.read_bytes += open.stat.size;
+        self.stats.source_bytes += size;
+        self.stats.read_bytes += size;
         self.stats.header_bytes += spool.header_bytes;
         self.stats.body_bytes += spool.body_bytes;
         self.stats.other_bytes += spool.other_bytes;
@@ -492,7 +493,7 @@ impl Collector<'_> {
         if let Some(p) = &self.opts.progress {
             p.files.fetch_add(1, Ordering::Relaxed);
             p.messages.fetch_add(spool.messages, Ordering::Relaxed);
-            p.bytes.fetch_add(open.stat.size, Ordering::Relaxed);
+            p.bytes.fetch_add(size, Ordering::Relaxed);
         }
         drop(entry);
         Ok(())

@@ -252,7 +252,7 @@ enum Event {
     /// The file was read to the end; `hash` is the whole-file BLAKE3 where it is recorded.
     FileEnd {
         entry: Entry,
-        open: OpenFile,
+        version: Version,
         hash: Option<ContentId>,
     },
     /// Something about the current file to report once it is committed (bytes carried opaque).
@@ -266,6 +266,35 @@ enum Event {
         offset: Option<u64>,
         error: Error,
     },
+}
+
+/// Whether a file read for this pass was still the version the walk saw once it had been read: the collector keeps
+/// what was read only if so, and reads the file again otherwise.
+enum Version {
+    /// Read whole into memory, and compared with the walk's `lstat` right after reading; the descriptor is closed
+    /// then. (Holding it until the collector gets to the file would hold one descriptor per small file in flight:
+    /// thousands for a Maildir of small messages, beyond the usual limit of 1,024.)
+    Checked { stat: source::Stat, unchanged: bool },
+    /// Mapped or streamed: the bytes are read (or copied out of the map) while the file is processed, so it stays
+    /// open and is compared once everything derived from it has been processed. Such files are larger than
+    /// [`ReadPolicy::whole_max`], so few are in flight at a time.
+    Open(OpenFile),
+}
+
+impl Version {
+    fn stat(&self) -> &source::Stat {
+        match self {
+            Version::Checked { stat, .. } => stat,
+            Version::Open(open) => &open.stat,
+        }
+    }
+
+    fn unchanged(&self) -> Result<bool> {
+        match self {
+            Version::Checked { unchanged, .. } => Ok(*unchanged),
+            Version::Open(open) => source::read::unchanged(open),
+        }
+    }
 }
 
 impl Event {

@@ -85,7 +85,11 @@ impl Reader<'_> {
         source: &dyn Source,
         emit: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
-        let mut open = match source.open_walked(entry) {
+        let opened = source.open_walked(entry);
+        // The events carry the entry without the directory it was opened in: events in flight must not hold a
+        // descriptor each (a tree of many small folders has as many directories as files in flight).
+        let entry = &Entry { dir: None, ..entry.clone() };
+        let mut open = match opened {
             Ok(o) => o,
             Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
         };
@@ -140,6 +144,7 @@ impl Reader<'_> {
         emit(Event::FileStart { entry: entry.clone(), record })?;
 
         let mut hasher = (kind != FileKind::Maildir).then(blake3::Hasher::new);
+        let in_memory = matches!(content, Ok((_, false)));
         let result = match content {
             Ok((data, mapped)) => {
                 if let Some(h) = hasher.as_mut() {
@@ -163,7 +168,17 @@ impl Reader<'_> {
             hook(&entry.abs);
         }
         let hash = hasher.map(|h| ContentId::from_hash(h.finalize()));
-        emit(Event::FileEnd { entry: entry.clone(), open, hash })
+        let version = if in_memory {
+            let unchanged = source::read::unchanged(&open);
+            drop(open);
+            match unchanged {
+                Ok(unchanged) => Version::Checked { stat, unchanged },
+                Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
+            }
+        } else {
+            Version::Open(open)
+        };
+        emit(Event::FileEnd { entry: entry.clone(), version, hash })
     }
 
     /// Emit the pieces found at the start of `buf` (at file offset `base`); returns how many bytes were consumed.

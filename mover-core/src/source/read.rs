@@ -1,10 +1,11 @@
 //! Reading source files without ever storing half of a file that changed underneath.
 //!
 //! A file is opened and `fstat`ed; its content is read (small files into memory, large quiet files through a
-//! memory map, the rest streamed in chunks); after everything derived from it has been processed the file is
-//! `fstat`ed again, and if its size, modification time or change time moved, the attempt is thrown away and the
-//! file read again (or quarantined after several tries). The change time catches in-place rewrites that restore the
-//! modification time.
+//! memory map, the rest streamed in chunks); then the file is `fstat`ed again ([`unchanged`]), and if its size,
+//! modification time or change time moved, the attempt is thrown away and the file read again (or quarantined after
+//! several tries). The change time catches in-place rewrites that restore the modification time. A file read into
+//! memory is checked right after the read (the bytes in memory are that version, whatever happens to the file
+//! later) and closed; a mapped or streamed one is checked after everything derived from it has been processed.
 //!
 //! Memory maps are used only for files that nothing is writing to: a file truncated while mapped would kill the
 //! process with SIGBUS. A file counts as quiet when it has not been modified for [`ReadPolicy::quiet_secs`]; mail
