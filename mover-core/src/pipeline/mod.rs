@@ -391,6 +391,10 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
     };
+    // A delta pass is mostly the walk (listing directories, an lstat per file) and comparing each file with the
+    // previous pass: the walk goes on a thread of its own. A first pass is mostly reading and compressing; there
+    // the walk costs little and stays on the reader's thread.
+    let src = if prev.is_some() { src.walk_ahead() } else { src };
     let index =
         Arc::new(LazyIndex { cell: std::sync::OnceLock::new(), store: store.clone(), handle: Handle::current() });
     let dicts = if opts.dictionaries {
@@ -653,10 +657,16 @@ fn run_pass(
         pool.in_place_scope(|tasks| {
             for Batch { events, permit } in rx.iter() {
                 let (done, processed) = std::sync::mpsc::sync_channel(1);
-                tasks.spawn(move |_| {
-                    let out: Vec<Result<Event>> = events.into_iter().map(|ev| processor.process(ev)).collect();
-                    let _ = done.send((out, permit));
-                });
+                if events.iter().any(|ev| matches!(ev, Event::PieceIn(_))) {
+                    tasks.spawn(move |_| {
+                        let out: Vec<Result<Event>> = events.into_iter().map(|ev| processor.process(ev)).collect();
+                        let _ = done.send((out, permit));
+                    });
+                } else {
+                    // Nothing to hash or compress (files carried over, directories, links): straight on to the
+                    // collector. A task would wake both workers, which spin a while before they sleep again.
+                    let _ = done.send((events.into_iter().map(Ok).collect(), permit));
+                }
                 if tx_done.send(processed).is_err() {
                     break; // the collector stopped on an error; it is reported below
                 }

@@ -118,7 +118,29 @@ pub struct FsSource {
     stack: Vec<FrameDebug>,
     is_dir: bool,
     started: bool,
+    /// Entries walked ahead by a thread of its own ([`FsSource::walk_ahead`]).
+    ahead: Option<Ahead>,
 }
+
+type WalkItem = std::result::Result<Entry, WalkError>;
+
+/// The receiving end of a walk on its own thread: entries in chunks, each from one directory.
+struct Ahead {
+    rx: std::sync::mpsc::Receiver<Vec<WalkItem>>,
+    chunk: std::vec::IntoIter<WalkItem>,
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ahead")
+    }
+}
+
+/// Chunks a walk on its own thread may have ready ahead of the caller. A chunk holds the entries of one directory
+/// (at most [`AHEAD_CHUNK`]), so the chunks waiting hold at most this many directories open.
+const AHEAD_CHUNKS: usize = 4;
+/// Entries per chunk at most.
+const AHEAD_CHUNK: usize = 256;
 
 // Frames hold iterators; keep Debug simple.
 struct FrameDebug(Frame);
@@ -140,7 +162,7 @@ impl FsSource {
         let root = path.as_ref().to_path_buf();
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(format!("source {}", root.display()), e))?;
         if meta.is_dir() {
-            Ok(FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false })
+            Ok(FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None })
         } else if meta.is_file() {
             let name =
                 root.file_name().ok_or_else(|| Error::config(format!("source {} has no file name", root.display())))?;
@@ -151,7 +173,7 @@ impl FsSource {
                 stat: Stat::of(&meta),
                 dir: None,
             };
-            Ok(FsSource { root, single: Some(entry), stack: Vec::new(), is_dir: false, started: false })
+            Ok(FsSource { root, single: Some(entry), stack: Vec::new(), is_dir: false, started: false, ahead: None })
         } else {
             Err(Error::config(format!("source {} is neither a directory nor a regular file", root.display())))
         }
@@ -160,6 +182,55 @@ impl FsSource {
     /// The root path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Walk on a thread of its own, a few directories ahead of the caller: listing directories and taking the
+    /// `lstat` of every entry is most of a pass in which nothing changed, and the caller (the pipeline's reader)
+    /// then only compares each file with the previous pass. Same entries, same order, same errors; each entry's
+    /// `lstat` is still taken before the entry is handed out, and a directory is listed right after its own
+    /// `lstat`, as without. If the thread cannot be started the walk stays on the caller's thread.
+    pub fn walk_ahead(self) -> Self {
+        if !self.is_dir || self.started || self.ahead.is_some() {
+            return self;
+        }
+        let fresh = FsSource { root: self.root.clone(), ..FsSource::empty() };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WalkItem>>(AHEAD_CHUNKS);
+        let mut walk = self;
+        let spawned = std::thread::Builder::new().name("mover-walk".into()).spawn(move || {
+            let mut chunk: Vec<WalkItem> = Vec::new();
+            let mut dir: Option<std::sync::Arc<std::fs::File>> = None;
+            while let Some(item) = walk.next_entry() {
+                let item_dir = item.as_ref().ok().and_then(|e| e.dir.clone());
+                let other_dir = match (&dir, &item_dir) {
+                    (Some(a), Some(b)) => !std::sync::Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if !chunk.is_empty() && (other_dir || chunk.len() >= AHEAD_CHUNK) {
+                    if tx.send(std::mem::take(&mut chunk)).is_err() {
+                        return; // the caller stopped walking
+                    }
+                    dir = None;
+                }
+                if item_dir.is_some() {
+                    dir = item_dir;
+                }
+                chunk.push(item);
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+        });
+        match spawned {
+            Ok(_) => FsSource { ahead: Some(Ahead { rx, chunk: Vec::new().into_iter() }), ..fresh },
+            Err(e) => {
+                tracing::debug!("walking on the reader's thread: {e}");
+                fresh
+            }
+        }
+    }
+
+    fn empty() -> Self {
+        FsSource { root: PathBuf::new(), single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None }
     }
 
     fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
@@ -235,6 +306,14 @@ impl Source for FsSource {
     fn next_entry(&mut self) -> Option<std::result::Result<Entry, WalkError>> {
         if !self.is_dir {
             return self.single.take().map(Ok);
+        }
+        if let Some(ahead) = &mut self.ahead {
+            loop {
+                if let Some(item) = ahead.chunk.next() {
+                    return Some(item);
+                }
+                ahead.chunk = ahead.rx.recv().ok()?.into_iter();
+            }
         }
         if !self.started {
             self.started = true;
@@ -435,5 +514,50 @@ mod tests {
             };
             assert_eq!(e.kind, kind, "{name}");
         }
+    }
+
+    /// The walk on its own thread hands out the same entries, in the same order, with the same `lstat`s, kinds and
+    /// open directories, as the walk on the caller's thread (how many directories the waiting chunks hold open is
+    /// tested in tests/integration/memory.rs, under a limit of 64 open files).
+    #[test]
+    fn a_walk_ahead_is_the_same_walk() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for dir in ["cur", "new", "tmp", ".Sent/cur", ".Sent/new", ".Sent/tmp", "a/x", "empty"] {
+            std::fs::create_dir_all(p.join(dir)).unwrap();
+        }
+        // A directory large enough for the look-ahead (and more than one chunk), then many one-file folders.
+        for i in 0..(AHEAD_CHUNK + STAT_AHEAD_MIN + 7) {
+            std::fs::write(p.join(format!("cur/{i:04}.host:2,S")), vec![b'm'; i % 13]).unwrap();
+        }
+        for f in 0..40 {
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(p.join(format!(".F{f:02}/{sub}"))).unwrap();
+            }
+            std::fs::write(p.join(format!(".F{f:02}/cur/1.host:2,S")), format!("folder {f}")).unwrap();
+        }
+        std::fs::write(p.join(".Sent/new/2"), "x").unwrap();
+        std::fs::write(p.join("a/x/notmail"), "x").unwrap();
+        std::os::unix::fs::symlink("cur", p.join("link")).unwrap();
+        let fifo = std::ffi::CString::new(p.join("a/fifo").as_os_str().as_bytes()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a NUL-terminated path.
+        let made = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
+        assert_eq!(made, 0);
+        let walk = |mut s: FsSource| {
+            let mut got = Vec::new();
+            while let Some(e) = s.next_entry() {
+                let e = e.unwrap();
+                got.push((e.rel, e.kind, e.stat, e.dir.map(|d| Stat::of(&d.metadata().unwrap()))));
+            }
+            got
+        };
+        let inline = walk(FsSource::open(p).unwrap());
+        assert!(inline.len() > AHEAD_CHUNK + STAT_AHEAD_MIN + 40 * 4);
+        assert_eq!(walk(FsSource::open(p).unwrap().walk_ahead()), inline);
+        // Stopping early leaves the walk's thread to end on its own.
+        let mut s = FsSource::open(p).unwrap().walk_ahead();
+        assert!(s.next_entry().is_some());
+        drop(s);
     }
 }
