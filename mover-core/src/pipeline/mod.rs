@@ -385,8 +385,10 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     let started = Instant::now();
     let started_ms = now_ms();
     let src = FsSource::open(source)?;
-    ensure_format(&store).await?;
-    let prev = match load_manifest(&store, &opts.mailbox, None).await {
+    // Both are a request or two to the store; the marker decides whether the previous manifest counts.
+    let (format, prev) = tokio::join!(ensure_format(&store), load_manifest(&store, &opts.mailbox, None));
+    format?;
+    let prev = match prev {
         Ok(m) => Some(m),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
