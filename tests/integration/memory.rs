@@ -86,10 +86,10 @@ fn memory_is_flat_in_mailbox_size() {
 }
 
 /// Descriptors do not grow with the number of files in flight: a Maildir of thousands of small messages, and a
-/// Maildir++ tree of hundreds of one-message folders, migrate under a limit of 64 open files (soft and hard, so
-/// moverd cannot raise it; servers commonly run with a soft limit of 1,024) and restore byte for byte. Each
-/// small file used to stay open until the collector got to it, so a 30,000-message Maildir failed with "Too
-/// many open files" at the usual 1,024.
+/// Maildir++ tree of hundreds of one-message folders, migrate (a first pass and a delta pass) under a limit of 64
+/// open files (soft and hard, so moverd cannot raise it; servers commonly run with a soft limit of 1,024) and
+/// restore byte for byte. Each small file used to stay open until the collector got to it, so a Maildir of 3,000
+/// small messages failed with "Too many open files" at the usual 1,024.
 #[test]
 #[allow(unsafe_code)]
 fn open_files_do_not_grow_with_the_files_in_flight() {

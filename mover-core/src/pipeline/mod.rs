@@ -275,9 +275,10 @@ enum Version {
     /// then. (Holding it until the collector gets to the file would hold one descriptor per small file in flight:
     /// thousands for a Maildir of small messages, beyond the usual limit of 1,024.)
     Checked { stat: source::Stat, unchanged: bool },
-    /// Mapped or streamed: the bytes are read (or copied out of the map) while the file is processed, so it stays
-    /// open and is compared once everything derived from it has been processed. Such files are larger than
-    /// [`ReadPolicy::whole_max`], so few are in flight at a time.
+    /// Mapped or streamed: it stays open and is compared once everything derived from it has been processed (a
+    /// mapped file's pages are copied out of the map only then). Such files are larger than
+    /// [`ReadPolicy::whole_max`], so few are in flight at a time. (A streamed file is read whole before its end
+    /// goes out and could be checked at once too; it is not, to keep one rule for large files.)
     Open(OpenFile),
 }
 

@@ -124,10 +124,12 @@ pub struct FsSource {
 
 type WalkItem = std::result::Result<Entry, WalkError>;
 
-/// The receiving end of a walk on its own thread: entries in chunks, each from one directory.
+/// The receiving end of a walk on its own thread: entries in chunks, each from one directory; an empty chunk ends
+/// the walk.
 struct Ahead {
     rx: std::sync::mpsc::Receiver<Vec<WalkItem>>,
     chunk: std::vec::IntoIter<WalkItem>,
+    walker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Ahead {
@@ -216,12 +218,15 @@ impl FsSource {
                 }
                 chunk.push(item);
             }
-            if !chunk.is_empty() {
-                let _ = tx.send(chunk);
+            if !chunk.is_empty() && tx.send(chunk).is_err() {
+                return;
             }
+            let _ = tx.send(Vec::new()); // the end of the walk
         });
         match spawned {
-            Ok(_) => FsSource { ahead: Some(Ahead { rx, chunk: Vec::new().into_iter() }), ..fresh },
+            Ok(walker) => {
+                FsSource { ahead: Some(Ahead { rx, chunk: Vec::new().into_iter(), walker: Some(walker) }), ..fresh }
+            }
             Err(e) => {
                 tracing::debug!("walking on the reader's thread: {e}");
                 fresh
@@ -312,7 +317,18 @@ impl Source for FsSource {
                 if let Some(item) = ahead.chunk.next() {
                     return Some(item);
                 }
-                ahead.chunk = ahead.rx.recv().ok()?.into_iter();
+                match ahead.rx.recv() {
+                    Ok(chunk) if chunk.is_empty() => return None,
+                    Ok(chunk) => ahead.chunk = chunk.into_iter(),
+                    Err(_) if ahead.walker.is_none() => return None,
+                    // The walk's thread stopped before the end of the walk: it panicked. Panic here too, as the
+                    // walk on this thread would have: a walk cut short must fail the pass, never pass for the
+                    // whole source (the files it did not reach would be missing from the manifest).
+                    Err(_) => match ahead.walker.take().map(|w| w.join()) {
+                        Some(Err(panic)) => std::panic::resume_unwind(panic),
+                        _ => panic!("the walk's thread ended before the end of the walk"),
+                    },
+                }
             }
         }
         if !self.started {
@@ -349,6 +365,8 @@ impl Source for FsSource {
                 self.stack.pop();
                 continue;
             };
+            #[cfg(test)]
+            assert!(name != b"mover-test-walk-panics", "a walk that panics (test)");
             let abs = top.abs.join(OsStr::from_bytes(&name));
             let rel = join_rel(&top.rel, &name);
             let (meta, stat) = match meta.map(|m| {
@@ -559,5 +577,28 @@ mod tests {
         let mut s = FsSource::open(p).unwrap().walk_ahead();
         assert!(s.next_entry().is_some());
         drop(s);
+    }
+
+    /// A walk on its own thread that panics makes the caller panic too (as the same walk on the caller's thread
+    /// would), rather than looking like the end of the source: a pass with a walk cut short must fail, not commit
+    /// a manifest without the files the walk did not reach.
+    #[test]
+    fn a_walk_ahead_that_panics_is_not_the_end_of_the_walk() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("cur")).unwrap();
+        for name in ["a", "mover-test-walk-panics", "z"] {
+            std::fs::write(d.path().join("cur").join(name), "x").unwrap();
+        }
+        let mut s = FsSource::open(d.path()).unwrap().walk_ahead();
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut n = 0;
+            while let Some(e) = s.next_entry() {
+                e.unwrap();
+                n += 1;
+            }
+            n
+        }));
+        let panic = walked.expect_err("the walk ended as if it had reached the end");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"a walk that panics (test)"));
     }
 }
