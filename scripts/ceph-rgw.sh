@@ -101,6 +101,10 @@ mon allow pool size one = true
 mon allow pool delete = true
 mon max pg per osd = 1000
 mon warn on pool no redundancy = false
+# A throwaway test cluster: do not refuse to start when the disk has less than 5 % free (a 250 GB disk with 11 GB
+# free did, and CI skipped the RGW test).
+mon data avail crit = 1
+mon data avail warn = 2
 osd crush chooseleaf type = 0
 run dir = $D/run
 pid file = $D/run/\$name.pid
