@@ -180,18 +180,18 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
             wave_input,
             wave_plan,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(EXIT_OK);
     }
     let r = &run;
-    println!("moverd bench: {} → {destination}", a.source.display());
-    println!("  source        {} messages in {} files, {}", r.messages, r.files, display::bytes(r.source_bytes));
+    out!("moverd bench: {} → {destination}", a.source.display());
+    out!("  source        {} messages in {} files, {}", r.messages, r.files, display::bytes(r.source_bytes));
     if scratch_used && a.dictionaries {
-        println!(
+        out!(
             "  (the scratch store got its dictionaries before the clock started, as a destination has them after its first migration)"
         );
     }
-    println!(
+    out!(
         "  pipeline      {:.1} MB/s, {:.0} messages/s ({:.2} s); stored {:.3} of the source; dedupe {:.2}x ({:.1}% of \
          blob bytes); peak RSS {}",
         r.mb_s,
@@ -202,7 +202,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         r.deduplicated_fraction * 100.0,
         r.peak_rss.map(display::bytes).unwrap_or_else(|| "unknown".into())
     );
-    println!(
+    out!(
         "  bound         {:.1} MB/s: BLAKE3 per message + zstd-{} per 1 MiB segment on {} threads over {} in \
          memory{}",
         bound.mb_s,
@@ -211,46 +211,46 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         display::bytes(bound.bytes),
         if truncated { " (the first part of SOURCE: --bound-limit)" } else { "" }
     );
-    println!("  ratio         {ratio_to_bound:.2} of the bound (1.0: the pipeline turns all CPU into migrated bytes)");
+    out!("  ratio         {ratio_to_bound:.2} of the bound (1.0: the pipeline turns all CPU into migrated bytes)");
     if let Some(s) = r.rerun_seconds {
-        println!(
+        out!(
             "  re-run        {s:.2} s with nothing changed ({})",
             if r.rerun_nothing_new == Some(true) { "nothing new stored" } else { "something was stored again!" }
         );
     }
     if r.quarantined > 0 {
-        println!("  quarantined   {} item(s): run `moverd migrate` on SOURCE to see which and why", r.quarantined);
+        out!("  quarantined   {} item(s): run `moverd migrate` on SOURCE to see which and why", r.quarantined);
     }
     if r.new_raw_bytes == 0 && r.source_bytes > 0 {
-        println!(
+        out!(
             "  note          DEST already held this mailbox or all of its content: the first run was a delta pass, \
              not a full migration; bench into an empty DEST (or none) for migration figures"
         );
     }
     let w = &wave_plan;
-    println!(
+    out!(
         "wave plan: {} window(s), {} host(s), average mailbox {}{}",
         humantime_secs(a.window),
         wave_input.hosts,
         display::bytes(wave_input.avg_mailbox_bytes),
         if a.avg_size.is_none() { " (SOURCE's size; set --avg-size)" } else { "" }
     );
-    println!(
+    out!(
         "  one host moves {:.1} MB/s ({}) = {} per window = {} mailboxes per window",
         w.effective_mb_s,
         if w.limited_by == "uplink" { "limited by the uplink" } else { "as measured" },
         display::bytes(w.bytes_per_window_per_host),
         w.mailboxes_per_window_per_host
     );
-    println!("  all hosts: {} mailboxes per window", w.mailboxes_per_window);
+    out!("  all hosts: {} mailboxes per window", w.mailboxes_per_window);
     match (a.mailboxes, w.windows) {
         (Some(n), Some(k)) => {
-            println!("  the estate: {n} mailboxes ({}) need {k} window(s)", display::bytes(w.estate_bytes.unwrap_or(0)))
+            out!("  the estate: {n} mailboxes ({}) need {k} window(s)", display::bytes(w.estate_bytes.unwrap_or(0)))
         }
-        (Some(n), None) => println!("  the estate: {n} mailboxes do not fit: not one mailbox fits in a window"),
-        (None, _) => println!("  (give --mailboxes N for the number of windows the estate needs)"),
+        (Some(n), None) => out!("  the estate: {n} mailboxes do not fit: not one mailbox fits in a window"),
+        (None, _) => out!("  (give --mailboxes N for the number of windows the estate needs)"),
     }
-    println!("  measured with warm or cold caches as found, on this machine's current load; plan with a margin.");
+    out!("  measured with warm or cold caches as found, on this machine's current load; plan with a margin.");
     Ok(EXIT_OK)
 }
 
@@ -275,10 +275,10 @@ pub fn gen_corpus(a: GenCorpusArgs) -> anyhow::Result<u8> {
     let t = std::time::Instant::now();
     let stats: CorpusStats = mover_core::corpus::generate(&spec, &a.dir)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "spec": spec, "stats": stats }))?);
+        out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "spec": spec, "stats": stats }))?);
         return Ok(EXIT_OK);
     }
-    println!(
+    out!(
         "wrote {} messages in {} files, {} ({} mailboxes) under {} in {:.1} s",
         stats.messages,
         stats.files,
@@ -287,14 +287,14 @@ pub fn gen_corpus(a: GenCorpusArgs) -> anyhow::Result<u8> {
         a.dir.display(),
         t.elapsed().as_secs_f64()
     );
-    println!(
+    out!(
         "  message sizes: median {}, 99th percentile {}, largest {}",
         display::bytes(stats.median_message),
         display::bytes(stats.p99_message),
         display::bytes(stats.largest_message)
     );
     for m in &stats.mailboxes {
-        println!("  moverd migrate {} DEST --mailbox {}", m.path.display(), m.name);
+        out!("  moverd migrate {} DEST --mailbox {}", m.path.display(), m.name);
     }
     Ok(EXIT_OK)
 }

@@ -29,6 +29,7 @@ Exit codes:
   1  failure: an error stopped the command, or verify/restore found a mismatch or a missing object
   2  usage error (bad arguments)
   3  completed, but some items were quarantined (see the summary; their paths, offsets and reasons are listed)
+  141  stdout was closed by its reader (`moverd ls DEST | head`); the work itself was done
 
 Logging goes to stderr; set MOVER_LOG (e.g. MOVER_LOG=debug) or use -v for more.";
 
@@ -282,7 +283,7 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -397,8 +398,8 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
 
 fn print_migrate_summary(s: &MigrationSummary) {
     let st = &s.stats;
-    println!("mailbox {} → {} (pass {})", s.mailbox, s.destination, s.pass);
-    println!(
+    out!("mailbox {} → {} (pass {})", s.mailbox, s.destination, s.pass);
+    out!(
         "  {} messages in {} files, {} read in {:.1} s ({})",
         s.messages,
         s.files,
@@ -407,9 +408,9 @@ fn print_migrate_summary(s: &MigrationSummary) {
         display::rate(st.read_bytes, s.seconds)
     );
     if st.unchanged_files > 0 {
-        println!("  {} files unchanged since the previous pass (not read)", st.unchanged_files);
+        out!("  {} files unchanged since the previous pass (not read)", st.unchanged_files);
     }
-    println!(
+    out!(
         "  source {}; new in destination {} ({} new blobs, {} of content already there)",
         display::bytes(s.source_bytes),
         display::bytes(s.new_stored_bytes),
@@ -418,7 +419,7 @@ fn print_migrate_summary(s: &MigrationSummary) {
     );
     let b = &st.breakdown;
     let line = |name: &str, k: &mover_core::report::KindStats| {
-        println!(
+        out!(
             "    {name:<12} {:>10} read, {:>10} new, {:>10} stored, {:>10} already there",
             display::bytes(k.source_bytes),
             display::bytes(k.unique_bytes),
@@ -433,7 +434,7 @@ fn print_migrate_summary(s: &MigrationSummary) {
     if st.mime.encoded_parts > 0 || st.mime.raw.total() > 0 {
         let reasons: Vec<String> =
             st.mime.raw.iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{why} {n}")).collect();
-        println!(
+        out!(
             "  attachments: {} stored decoded ({} already there); parts kept raw: {}",
             st.mime.encoded_parts,
             st.attachments_deduplicated,
@@ -441,19 +442,24 @@ fn print_migrate_summary(s: &MigrationSummary) {
         );
     }
     let r = &s.requests;
-    println!(
+    out!(
         "  requests: {} PUT ({} already there), {} GET, {} HEAD, {} LIST; {} packs",
-        r.put_requests, r.put_already_existed, r.get_requests, r.head_requests, r.list_requests, st.packs
+        r.put_requests,
+        r.put_already_existed,
+        r.get_requests,
+        r.head_requests,
+        r.list_requests,
+        st.packs
     );
     if s.nothing_new {
-        println!("  nothing new to store: the destination already had every byte of this mailbox");
+        out!("  nothing new to store: the destination already had every byte of this mailbox");
     }
     if s.quarantined > 0 {
-        println!("  {} item(s) quarantined:", s.quarantined);
+        out!("  {} item(s) quarantined:", s.quarantined);
         for q in &s.quarantine {
             let offset = q.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
             let stored = if q.stored { " [bytes kept, restored as they were]" } else { " [NOT stored]" };
-            println!("    {}{offset}: {}{stored}", q.path, q.reason);
+            out!("    {}{offset}: {}{stored}", q.path, q.reason);
         }
     }
 }
@@ -485,7 +491,7 @@ fn print_replay(verb: &str, r: &ReplayReport) {
         (true, false) => "DAMAGED",
         (false, _) => "FAILED",
     };
-    println!(
+    out!(
         "{status}: {verb} mailbox {} pass {}: {} files, {} messages, {} directories, {} links, {}, {} blobs checked",
         r.mailbox,
         r.pass,
@@ -497,13 +503,13 @@ fn print_replay(verb: &str, r: &ReplayReport) {
         r.blobs
     );
     if r.quarantined > 0 {
-        println!("  {} item(s) were quarantined at migration (see `moverd migrate` output)", r.quarantined);
+        out!("  {} item(s) were quarantined at migration (see `moverd migrate` output)", r.quarantined);
     }
     for e in &r.errors {
-        println!("  error: {e}");
+        out!("  error: {e}");
     }
     for e in &r.repaired {
-        println!("  damaged destination (worked around, the mailbox is intact): {e}");
+        out!("  damaged destination (worked around, the mailbox is intact): {e}");
     }
 }
 
@@ -539,7 +545,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<u8> {
         print_json(&r)?;
     } else {
         print_replay("restored", &r);
-        println!("  into {}", a.to.display());
+        out!("  into {}", a.to.display());
     }
     Ok(if r.errors.is_empty() { EXIT_OK } else { EXIT_FAILURE })
 }
@@ -551,9 +557,9 @@ async fn ls(a: LsArgs) -> anyhow::Result<u8> {
         print_json(&list)?;
         return Ok(EXIT_OK);
     }
-    println!("{:<32} {:>6} {:>10} {:>12} {:>12} {:>6}", "MAILBOX", "PASSES", "MESSAGES", "SOURCE", "STORED", "QUAR");
+    out!("{:<32} {:>6} {:>10} {:>12} {:>12} {:>6}", "MAILBOX", "PASSES", "MESSAGES", "SOURCE", "STORED", "QUAR");
     for m in &list {
-        println!(
+        out!(
             "{:<32} {:>6} {:>10} {:>12} {:>12} {:>6}",
             m.mailbox,
             m.passes,
@@ -564,7 +570,7 @@ async fn ls(a: LsArgs) -> anyhow::Result<u8> {
         );
     }
     if list.is_empty() {
-        println!("(no mailboxes in {})", store.describe());
+        out!("(no mailboxes in {})", store.describe());
     }
     Ok(EXIT_OK)
 }

@@ -271,3 +271,39 @@ async fn restore_stays_inside_its_target() {
     assert!(!work.path().join("escaped").exists());
     assert!(!work.path().join("through").exists());
 }
+
+/// A reader of moverd's stdout that has gone (`moverd ls DEST | head -1` on a long list) ends moverd quietly with
+/// the status of a process killed by SIGPIPE, not with a panic and a backtrace on the operator's terminal.
+#[test]
+#[allow(unsafe_code)]
+fn a_closed_stdout_ends_moverd_quietly() {
+    use std::os::fd::FromRawFd;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    write_file(&src.join("cur/1.host:2,S"), b"Subject: hi\n\nhello\n", 1_600_000_000);
+    let dest = work.path().join("dest");
+    migrate_json(&src, &dest, "m", EXIT_OK);
+    // A pipe whose read end is already closed: every write to it fails with EPIPE.
+    let closed_pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two new descriptors; the read end is closed at once and the write end is owned by
+        // the returned Stdio.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            libc::close(fds[0]);
+            std::process::Stdio::from_raw_fd(fds[1])
+        }
+    };
+    let (src, dest) = (src.to_str().unwrap(), dest.to_str().unwrap());
+    for args in [vec!["ls", dest], vec!["migrate", src, dest, "--mailbox", "m", "--json"]] {
+        let out = std::process::Command::new(moverd_bin())
+            .args(&args)
+            .env("MOVER_LOG", "warn")
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "moverd {args:?}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "moverd {args:?} panicked:\n{stderr}");
+    }
+}
