@@ -78,10 +78,7 @@ fn memory_is_flat_in_mailbox_size() {
     );
     // And the large one restores exactly.
     let to = work.path().join("restored");
-    moverd_ok(
-        ["restore", work.path().join("dl").to_str().unwrap(), "--mailbox", "m", "--to", to.to_str().unwrap()],
-        EXIT_OK,
-    );
+    restore(&work.path().join("dl"), "m", None, &to);
     assert!(std::fs::read(&large).unwrap() == std::fs::read(to.join("large.mbox")).unwrap());
 }
 

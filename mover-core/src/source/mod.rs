@@ -164,7 +164,7 @@ impl FsSource {
         let root = path.as_ref().to_path_buf();
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(format!("source {}", root.display()), e))?;
         if meta.is_dir() {
-            Ok(FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None })
+            Ok(FsSource::tree(root))
         } else if meta.is_file() {
             let name =
                 root.file_name().ok_or_else(|| Error::config(format!("source {} has no file name", root.display())))?;
@@ -195,7 +195,7 @@ impl FsSource {
         if !self.is_dir || self.started || self.ahead.is_some() {
             return self;
         }
-        let fresh = FsSource { root: self.root.clone(), ..FsSource::empty() };
+        let fresh = FsSource::tree(self.root.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WalkItem>>(AHEAD_CHUNKS);
         let mut walk = self;
         let spawned = std::thread::Builder::new().name("mover-walk".into()).spawn(move || {
@@ -234,8 +234,9 @@ impl FsSource {
         }
     }
 
-    fn empty() -> Self {
-        FsSource { root: PathBuf::new(), single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None }
+    /// A directory tree at `root`, not walked yet.
+    fn tree(root: PathBuf) -> Self {
+        FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None }
     }
 
     fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
