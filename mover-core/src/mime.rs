@@ -621,60 +621,43 @@ impl Walker<'_> {
         let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
         let final_eol = after.starts_with(eol);
 
-        // Line layout, and the text without line endings. Lines of exactly `width` go by without a search for their
-        // line ending (a line ending inside such a line would leave a `\n` in the text, which the strict decode
-        // below refuses); the first line that is not one of them is taken apart line by line.
+        // The text without line endings is decoded a chunk of whole lines at a time, in a scratch buffer that stays
+        // in cache, rather than copied whole once more before decoding (which also kept a buffer of up to twice the
+        // largest attachment's size per worker). Every chunk but the last is whole quads of plain alphabet, as the
+        // middle of a canonical text is; the last holds the end of the text, with any padding.
+        let mut decoded = crate::buffers::take(data.len() / 4 * 3 + 3);
         self.strip.clear();
-        self.strip.reserve(data.len());
-        let mut at = 0;
-        if width > 0 {
-            let step = width + eol.len();
-            while at + step < data.len() && &data[at + width..at + step] == eol {
-                self.strip.extend_from_slice(&data[at..at + width]);
-                at += step;
+        let mut chunked = true;
+        let strip = &mut self.strip;
+        let dec = &mut decoded;
+        let layout = b64_lines(data, width, crlf, |text| {
+            if chunked && strip.len() >= B64_CHUNK {
+                let whole = strip.len() / 4 * 4;
+                let before = dec.len();
+                // A `=` inside would decode as the end of a quad here: fewer bytes than whole quads give.
+                chunked = STANDARD.decode_vec(&strip[..whole], dec).is_ok() && dec.len() - before == whole / 4 * 3;
+                strip.copy_within(whole.., 0);
+                strip.truncate(strip.len() - whole);
             }
-        }
-        while let Some(i) = memchr(b'\n', &data[at..]) {
-            let nl = at + i;
-            let end = if crlf {
-                if nl == at || data[nl - 1] != b'\r' {
-                    return Err(RawReason::B64LineLayout);
-                }
-                nl - 1
-            } else {
-                nl
-            };
-            if end - at != width {
-                return Err(RawReason::B64LineLayout);
-            }
-            self.strip.extend_from_slice(&data[at..end]);
-            at = nl + 1;
-        }
-        let last = data.len() - at;
-        if last == 0 || (width > 0 && last > width) {
-            return Err(RawReason::B64LineLayout);
-        }
-        self.strip.extend_from_slice(&data[at..]);
-
-        // A strict decoder accepts exactly the canonical encodings (alphabet only, padding as `encode` writes it,
-        // zero trailing bits): a text it decodes is the one `encode` writes for the result, so no re-encoding is
-        // needed to know the part restores exactly. Only a rejected text is decoded again, leniently, to say why.
-        let nopad = !self.strip.len().is_multiple_of(4);
-        let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
-        let mut decoded = crate::buffers::take(self.strip.len() / 4 * 3 + 3);
-        if strict.decode_vec(&self.strip, &mut decoded).is_err() {
-            decoded.clear();
-            let reason = if memchr(b'\n', &self.strip).is_some() {
-                // A line ending inside a line the loop above took whole: the lines are not all `width` long.
-                RawReason::B64LineLayout
-            } else {
-                match LAX.decode_vec(&self.strip, &mut decoded) {
-                    Ok(_) => RawReason::B64Noncanonical,
-                    Err(_) => RawReason::B64Invalid,
-                }
-            };
+            strip.extend_from_slice(text);
+        });
+        if let Err(reason) = layout {
             crate::buffers::give(decoded);
             return Err(reason);
+        }
+        // The chunks decoded so far were multiples of 4 long: the rest is as long, modulo 4, as the whole text.
+        let nopad = !self.strip.len().is_multiple_of(4);
+        let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
+        if !(chunked && strict.decode_vec(&self.strip, &mut decoded).is_ok()) {
+            // Not canonical (or not base64): decode the whole text as one, which also says why.
+            decoded.clear();
+            self.strip.clear();
+            let strip = &mut self.strip;
+            let layout = b64_lines(data, width, crlf, |text| strip.extend_from_slice(text));
+            if let Err(reason) = layout.and_then(|()| self.b64_whole(&mut decoded, nopad)) {
+                crate::buffers::give(decoded);
+                return Err(reason);
+            }
         }
         let recipe = Recipe {
             version: RECIPE_VERSION,
@@ -688,13 +671,38 @@ impl Walker<'_> {
         let end = data_end + if final_eol { eol.len() } else { 0 };
         // The line layout was checked above (it is what `encode` lays out for this recipe), and the text without
         // line endings is canonical (the strict decode): the part re-encodes exactly.
-        debug_assert!(b64_reencodes_to(&decoded, !recipe.nopad, &self.strip));
+        debug_assert!({
+            let mut text = Vec::new();
+            b64_lines(data, width, crlf, |t| text.extend_from_slice(t)).is_ok()
+                && b64_reencodes_to(&decoded, !recipe.nopad, &text)
+        });
         debug_assert!({
             let mut check = Vec::new();
             encode_into(&decoded, &recipe, &mut check);
             check[..] == body[lead..end]
         });
         Ok(Span { start: bs + lead, end: bs + end, decoded, recipe })
+    }
+
+    /// The strict decode of the whole text in `self.strip` into `decoded`, or why it is not canonical base64.
+    fn b64_whole(&self, decoded: &mut Vec<u8>, nopad: bool) -> Result<(), RawReason> {
+        // A strict decoder accepts exactly the canonical encodings (alphabet only, padding as `encode` writes it,
+        // zero trailing bits): a text it decodes is the one `encode` writes for the result, so no re-encoding is
+        // needed to know the part restores exactly. Only a rejected text is decoded again, leniently, to say why.
+        let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
+        if strict.decode_vec(&self.strip, decoded).is_ok() {
+            return Ok(());
+        }
+        decoded.clear();
+        Err(if memchr(b'\n', &self.strip).is_some() {
+            // A line ending inside a line the layout check took whole: the lines are not all `width` long.
+            RawReason::B64LineLayout
+        } else {
+            match LAX.decode_vec(&self.strip, decoded) {
+                Ok(_) => RawReason::B64Noncanonical,
+                Err(_) => RawReason::B64Invalid,
+            }
+        })
     }
 
     /// A quoted-printable body, all of it, if the canonical encoder reproduces it.
@@ -895,6 +903,48 @@ fn blank_line_end(text: &[u8]) -> usize {
         (Some(k), None) => k + 2,
         (None, None) => text.len(),
     }
+}
+
+/// Base64 text is decoded this much at a time (see [`Walker::base64`]).
+const B64_CHUNK: usize = 64 << 10;
+
+/// Calls `line` with the text of each line of the base64 data `data` (without its line ending), in order, if the
+/// lines are laid out as [`encode`] lays them out: each `width` long and ended by `\r\n` (`crlf`) or `\n`, but the last,
+/// which is 1..=`width` long and whose line ending is not in `data`. Lines of exactly `width` go by without a search
+/// for their line ending (a line ending inside such a line is left in the text, which the strict decode refuses);
+/// the first line that is not one of them is taken apart line by line.
+fn b64_lines(data: &[u8], width: usize, crlf: bool, mut line: impl FnMut(&[u8])) -> Result<(), RawReason> {
+    let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+    let mut at = 0;
+    if width > 0 {
+        let step = width + eol.len();
+        while at + step < data.len() && &data[at + width..at + step] == eol {
+            line(&data[at..at + width]);
+            at += step;
+        }
+    }
+    while let Some(i) = memchr(b'\n', &data[at..]) {
+        let nl = at + i;
+        let end = if crlf {
+            if nl == at || data[nl - 1] != b'\r' {
+                return Err(RawReason::B64LineLayout);
+            }
+            nl - 1
+        } else {
+            nl
+        };
+        if end - at != width {
+            return Err(RawReason::B64LineLayout);
+        }
+        line(&data[at..end]);
+        at = nl + 1;
+    }
+    let last = data.len() - at;
+    if last == 0 || (width > 0 && last > width) {
+        return Err(RawReason::B64LineLayout);
+    }
+    line(&data[at..]);
+    Ok(())
 }
 
 /// Whether base64 of `decoded` (padded with `pad`) is exactly `text`, compared block by block without building it.
@@ -1226,6 +1276,62 @@ mod tests {
                     let (parts, _) = check(&msg);
                     assert_eq!(parts.len(), 1, "width {width} crlf {crlf} eol {final_eol} pad {pad} len {len}");
                     assert_eq!(parts[0].0, &data[..len]);
+                }
+            }
+        }
+    }
+
+    /// Base64 text longer than a decode chunk ([`B64_CHUNK`]) is decoded a chunk at a time: still every layout is
+    /// decoded exactly, and a flaw anywhere (around the chunk boundaries too) is judged as the whole text is: kept
+    /// raw, for the reason the strict and lenient decoders give on the whole text.
+    #[test]
+    fn long_base64_is_judged_as_one_text() {
+        let data = payload(B64_CHUNK / 4 * 3 + 20_000, 9);
+        for width in [0, 63, 64, 76, 77, 5000] {
+            for (crlf, pad) in [(false, true), (true, false)] {
+                for len in [data.len() - 2, data.len() - 1, data.len()] {
+                    let body = wrap(&data[..len], width, crlf, true, pad);
+                    let msg = message("b", "base64", &body, if crlf { "\r\n" } else { "\n" });
+                    let (parts, _) = check(&msg);
+                    assert_eq!(parts.len(), 1, "width {width} crlf {crlf} pad {pad} len {len}");
+                    assert_eq!(parts[0].0, &data[..len]);
+                }
+            }
+        }
+        // Flaws in the text around the first chunk boundary (a chunk ends on a whole line and a whole quad) and at
+        // its end: a padded quad inside ("QQ==", which decodes alone), padding alone, a byte outside the alphabet, a
+        // line ending inside a line.
+        let text_len = STANDARD.encode(&data).len();
+        for width in [76, 77] {
+            let at: Vec<usize> = (B64_CHUNK - 8..B64_CHUNK + 2 * width + 8).chain(text_len - 6..text_len).collect();
+            for &p in &at {
+                for flaw in [&b"QQ=="[..], b"=", b"*", b"\n"] {
+                    let mut text = STANDARD.encode(&data).into_bytes();
+                    // (A line ending near the end changes where the data ends, not only the text.)
+                    if p + flaw.len() > text.len() || (flaw == b"\n" && p > text_len - 2 * width) {
+                        continue;
+                    }
+                    text[p..p + flaw.len()].copy_from_slice(flaw);
+                    let body: Vec<u8> = text.chunks(width).collect::<Vec<_>>().join(&b"\n"[..]);
+                    let msg = message("b", "base64", &body, "\n");
+                    let (parts, stats) = check(&msg);
+                    let whole = STANDARD.decode(&text);
+                    let what = format!("width {width}, {flaw:?} at {p}");
+                    match whole {
+                        Ok(d) => assert_eq!((parts.len(), &parts[0].0), (1, &d), "{what}"),
+                        Err(_) => {
+                            assert!(parts.is_empty(), "{what}");
+                            let r = &stats.raw;
+                            let reason = if memchr(b'\n', &text).is_some() {
+                                (1, 0, 0)
+                            } else if LAX.decode(&text).is_ok() {
+                                (0, 0, 1)
+                            } else {
+                                (0, 1, 0)
+                            };
+                            assert_eq!((r.b64_line_layout, r.b64_invalid, r.b64_noncanonical), reason, "{what}");
+                        }
+                    }
                 }
             }
         }
