@@ -634,8 +634,8 @@ impl Walker<'_> {
             if chunked && strip.len() >= B64_CHUNK {
                 let whole = strip.len() / 4 * 4;
                 let before = dec.len();
-                // A `=` inside would decode as the end of a quad here: fewer bytes than whole quads give.
-                chunked = STANDARD.decode_vec(&strip[..whole], dec).is_ok() && dec.len() - before == whole / 4 * 3;
+                // No padding in the middle of the text (the decoded length says so again).
+                chunked = strict_decode(false, &strip[..whole], dec) && dec.len() - before == whole / 4 * 3;
                 strip.copy_within(whole.., 0);
                 strip.truncate(strip.len() - whole);
             }
@@ -647,8 +647,7 @@ impl Walker<'_> {
         }
         // The chunks decoded so far were multiples of 4 long: the rest is as long, modulo 4, as the whole text.
         let nopad = !self.strip.len().is_multiple_of(4);
-        let strict = if nopad { &STANDARD_NO_PAD } else { &STANDARD };
-        if !(chunked && strict.decode_vec(&self.strip, &mut decoded).is_ok()) {
+        if !(chunked && strict_decode(!nopad, &self.strip, &mut decoded)) {
             // Not canonical (or not base64): decode the whole text as one, which also says why.
             decoded.clear();
             self.strip.clear();
@@ -903,6 +902,22 @@ fn blank_line_end(text: &[u8]) -> usize {
         (Some(k), None) => k + 2,
         (None, None) => text.len(),
     }
+}
+
+/// Appends the strict decode of `text` (with padding: `pad`) to `out`: whether `text` is canonical base64, the text
+/// `encode` writes for what it decodes to. SIMD (about 13 GB/s here, against 4 GB/s for the `base64` crate's
+/// engine, which made base64 decoding a twentieth of a migration's CPU); it accepts exactly what the `base64`
+/// crate's strict engines (`STANDARD`, `STANDARD_NO_PAD`: canonical padding, no trailing bits) accept, with the same
+/// bytes (test `simd_decode_is_the_strict_decode`), and those are what [`Walker::b64_whole`] uses to say why a
+/// text is not canonical.
+fn strict_decode(pad: bool, text: &[u8], out: &mut Vec<u8>) -> bool {
+    let engine = if pad { &base64_simd::STANDARD } else { &base64_simd::STANDARD_NO_PAD };
+    let len = out.len();
+    let ok = engine.decode_append(text, out).is_ok();
+    if !ok {
+        out.truncate(len);
+    }
+    ok
 }
 
 /// Base64 text is decoded this much at a time (see [`Walker::base64`]).
@@ -1337,6 +1352,32 @@ mod tests {
         }
     }
 
+    /// [`strict_decode`] (SIMD) accepts exactly the texts the `base64` crate's strict engines accept, with the same
+    /// bytes: every text of up to 5 symbols over an alphabet with each kind of trailing bits, padding, a byte outside
+    /// the alphabet, a line ending and NUL (checked offline up to 8 symbols, every text of up to 3 bytes, and up to
+    /// 5 symbols of the whole alphabet). Longer texts: `simd_decode_is_the_strict_decode_on_long_texts`.
+    #[test]
+    fn simd_decode_is_the_strict_decode() {
+        let alphabet = b"ABCDEQgw+/=*\n\0";
+        let mut text = Vec::new();
+        for len in 0..=5u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                text.clear();
+                for _ in 0..len {
+                    text.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                for pad in [true, false] {
+                    let reference = if pad { &STANDARD } else { &STANDARD_NO_PAD };
+                    let mut out = b"kept".to_vec();
+                    let ok = strict_decode(pad, &text, &mut out);
+                    let want = reference.decode(&text).ok().map(|d| [&b"kept"[..], &d].concat());
+                    assert_eq!(ok.then_some(out), want, "pad {pad} text {:?}", String::from_utf8_lossy(&text));
+                }
+            }
+        }
+    }
+
     #[test]
     fn trailing_and_leading_whitespace_stay_raw() {
         let data = payload(600, 3);
@@ -1712,6 +1753,25 @@ mod tests {
     proptest! {
         // No regression files: this module owns no file but its own.
         #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn simd_decode_is_the_strict_decode_on_long_texts(
+            data in prop::collection::vec(any::<u8>(), 0..400),
+            flaws in prop::collection::vec((any::<prop::sample::Index>(), prop::sample::select(&b"=*\nA/\0"[..])), 0..3),
+            pad in any::<bool>(),
+        ) {
+            let mut text = if pad { STANDARD.encode(&data) } else { STANDARD_NO_PAD.encode(&data) }.into_bytes();
+            for (at, byte) in flaws {
+                if !text.is_empty() {
+                    let i = at.index(text.len());
+                    text[i] = byte;
+                }
+            }
+            let mut out = Vec::new();
+            let ok = strict_decode(pad, &text, &mut out);
+            let reference = if pad { &STANDARD } else { &STANDARD_NO_PAD };
+            prop_assert_eq!(ok.then_some(out), reference.decode(&text).ok());
+        }
 
         #[test]
         fn arbitrary_bytes_round_trip(msg in prop::collection::vec(any::<u8>(), 0..3000)) {
