@@ -625,34 +625,49 @@ impl Walker<'_> {
         // in cache, rather than copied whole once more before decoding (which also kept a buffer of up to twice the
         // largest attachment's size per worker). Every chunk but the last is whole quads of plain alphabet, as the
         // middle of a canonical text is; the last holds the end of the text, with any padding.
-        let mut decoded = crate::buffers::take(data.len() / 4 * 3 + 3);
+        // The text's length if the layout is good (each line `width` long but the last, each ended by `eol` but the
+        // last): the decoded buffer is taken for it once the layout is known to be good as far as the first chunk.
+        let text_len = match width {
+            0 => data.len(),
+            w => data.len().saturating_sub(((data.len() + eol.len()).div_ceil(w + eol.len()) - 1) * eol.len()),
+        };
+        let cap = text_len / 4 * 3 + 3;
+        let mut decoded: Option<Vec<u8>> = None;
         self.strip.clear();
         let mut chunked = true;
         let strip = &mut self.strip;
         let dec = &mut decoded;
         let layout = b64_lines(data, width, crlf, |text| {
-            if chunked && strip.len() >= B64_CHUNK {
+            if !chunked {
+                return; // not canonical: only the layout is still checked; the text is decoded whole below
+            }
+            if strip.len() >= B64_CHUNK {
                 let whole = strip.len() / 4 * 4;
-                let before = dec.len();
-                // No padding in the middle of the text (the decoded length says so again).
-                chunked = strict_decode(false, &strip[..whole], dec) && dec.len() - before == whole / 4 * 3;
+                let out = dec.get_or_insert_with(|| crate::buffers::take(cap));
+                let before = out.len();
+                // No padding in the middle of the text: the unpadded engine refuses `=` (the length says so again).
+                chunked = strict_decode(false, &strip[..whole], out) && out.len() - before == whole / 4 * 3;
                 strip.copy_within(whole.., 0);
                 strip.truncate(strip.len() - whole);
             }
             strip.extend_from_slice(text);
         });
         if let Err(reason) = layout {
-            crate::buffers::give(decoded);
+            if let Some(d) = decoded {
+                crate::buffers::give(d);
+            }
             return Err(reason);
         }
+        let mut decoded = decoded.unwrap_or_else(|| crate::buffers::take(cap));
         // The chunks decoded so far were multiples of 4 long: the rest is as long, modulo 4, as the whole text.
-        let nopad = !self.strip.len().is_multiple_of(4);
+        let mut nopad = !self.strip.len().is_multiple_of(4);
         if !(chunked && strict_decode(!nopad, &self.strip, &mut decoded)) {
             // Not canonical (or not base64): decode the whole text as one, which also says why.
             decoded.clear();
             self.strip.clear();
             let strip = &mut self.strip;
             let layout = b64_lines(data, width, crlf, |text| strip.extend_from_slice(text));
+            nopad = !self.strip.len().is_multiple_of(4);
             if let Err(reason) = layout.and_then(|()| self.b64_whole(&mut decoded, nopad)) {
                 crate::buffers::give(decoded);
                 return Err(reason);
@@ -674,6 +689,7 @@ impl Walker<'_> {
             let mut text = Vec::new();
             b64_lines(data, width, crlf, |t| text.extend_from_slice(t)).is_ok()
                 && b64_reencodes_to(&decoded, !recipe.nopad, &text)
+                && text.len() == text_len
         });
         debug_assert!({
             let mut check = Vec::new();
@@ -1355,7 +1371,9 @@ mod tests {
     /// [`strict_decode`] (SIMD) accepts exactly the texts the `base64` crate's strict engines accept, with the same
     /// bytes: every text of up to 5 symbols over an alphabet with each kind of trailing bits, padding, a byte outside
     /// the alphabet, a line ending and NUL (checked offline up to 8 symbols, every text of up to 3 bytes, and up to
-    /// 5 symbols of the whole alphabet). Longer texts: `simd_decode_is_the_strict_decode_on_long_texts`.
+    /// 5 symbols of the whole alphabet). Such short texts take base64-simd's scalar path; its SIMD paths (from 38
+    /// symbols on) are checked by `simd_decode_is_the_strict_decode_with_any_byte_anywhere` and the property test
+    /// `simd_decode_is_the_strict_decode_on_long_texts`.
     #[test]
     fn simd_decode_is_the_strict_decode() {
         let alphabet = b"ABCDEQgw+/=*\n\0";
@@ -1373,6 +1391,30 @@ mod tests {
                     let ok = strict_decode(pad, &text, &mut out);
                     let want = reference.decode(&text).ok().map(|d| [&b"kept"[..], &d].concat());
                     assert_eq!(ok.then_some(out), want, "pad {pad} text {:?}", String::from_utf8_lossy(&text));
+                }
+            }
+        }
+    }
+
+    /// Every byte value at every position of texts long enough for base64-simd's SIMD paths: the same verdict and
+    /// bytes as the `base64` crate's strict engines, and `out` left as it was when the text is refused.
+    #[test]
+    fn simd_decode_is_the_strict_decode_with_any_byte_anywhere() {
+        for (n, pad) in [(75, true), (76, false), (224, true), (226, false)] {
+            let data = payload(n, 5);
+            let good = if pad { STANDARD.encode(&data) } else { STANDARD_NO_PAD.encode(&data) }.into_bytes();
+            let reference = if pad { &STANDARD } else { &STANDARD_NO_PAD };
+            for at in 0..good.len() {
+                for byte in 0..=255u8 {
+                    let mut text = good.clone();
+                    text[at] = byte;
+                    let mut out = b"kept".to_vec();
+                    let ok = strict_decode(pad, &text, &mut out);
+                    let what = format!("{n} bytes, pad {pad}, {byte:#x} at {at}");
+                    match reference.decode(&text) {
+                        Ok(d) => assert!(ok && out == [&b"kept"[..], &d].concat(), "{what}"),
+                        Err(_) => assert!(!ok && out == b"kept", "{what}"),
+                    }
                 }
             }
         }
