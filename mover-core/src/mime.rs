@@ -488,7 +488,7 @@ struct Walker<'a> {
     stats: SplitStats,
     /// Scratch: base64 text without line endings.
     strip: Vec<u8>,
-    /// Scratch: the re-encoding compared with the original.
+    /// Scratch: a quoted-printable hard line's re-encoding, compared with the original.
     check: Vec<u8>,
 }
 
@@ -755,7 +755,6 @@ impl Walker<'_> {
             nopad: false,
             eager: false,
         };
-        self.check.reserve(body.len());
         // A body without any line break does not say which line ending encodes: try CRLF too (a decoded LF is
         // then `=0A`).
         let crlfs: &[bool] = if memchr(b'\n', body).is_some() { &[crlf] } else { &[false, true] };
@@ -772,13 +771,14 @@ impl Walker<'_> {
                     }
                     recipe.width = w as u32;
                     self.check.clear();
-                    qp_encode_checked(&decoded, w, eager, eol, &mut self.check, Some(body)) && self.check[..] == *body
+                    qp_encode_checked(&decoded, w, eager, eol, &mut self.check, Some(body))
                 })
             })
         });
         if !exact {
             return Err(RawReason::QpNoncanonical);
         }
+        debug_assert!(encode(&decoded, &recipe) == body, "a quoted-printable part kept decoded re-encodes exactly");
         Ok(Span { start: bs, end: e, decoded, recipe })
     }
 }
@@ -1078,9 +1078,9 @@ fn qp_encode(decoded: &[u8], width: usize, eager: bool, eol: &[u8], out: &mut Ve
     qp_encode_checked(decoded, width, eager, eol, out, None);
 }
 
-/// [`qp_encode`]; with `expect`, stops (returning false) at the first hard line whose encoding differs from
-/// `expect` (what was appended to `out` so far must be its prefix), so a mismatch costs little. Returns whether
-/// the output so far matches; the caller still compares the whole.
+/// [`qp_encode`] into `out`; or, with `expect`, whether the encoding is exactly `expect`: each hard line's encoding
+/// is compared as soon as it is written and then dropped from `out` (which ends as it started, so a large body needs
+/// no buffer of its size), and the first difference stops the encoding, so a mismatch costs little.
 fn qp_encode_checked(
     decoded: &[u8],
     width: usize,
@@ -1092,7 +1092,7 @@ fn qp_encode_checked(
     let width = width.max(4);
     let start = out.len();
     let mut rest = decoded;
-    let mut checked = start;
+    let mut matched = 0; // bytes of `expect` already compared equal
     let finder = memmem::Finder::new(eol);
     loop {
         let next = finder.find(rest);
@@ -1103,14 +1103,16 @@ fn qp_encode_checked(
             rest = &rest[i + eol.len()..];
         }
         if let Some(want) = expect {
-            // Compare what this hard line appended.
-            if out.len() - start > want.len() || out[checked..] != want[checked - start..out.len() - start] {
+            let written = &out[start..];
+            if want.len() - matched < written.len() || *written != want[matched..matched + written.len()] {
+                out.truncate(start);
                 return false;
             }
-            checked = out.len();
+            matched += written.len();
+            out.truncate(start);
         }
         if next.is_none() {
-            return true;
+            return expect.is_none_or(|want| matched == want.len());
         }
     }
 }
