@@ -486,7 +486,7 @@ struct Walker<'a> {
     min_qp_len: usize,
     spans: Vec<Span>,
     stats: SplitStats,
-    /// Scratch: base64 text without line endings.
+    /// Scratch: base64 text without line endings, a chunk at a time ([`B64_CHUNK`]; a one-line text whole).
     strip: Vec<u8>,
     /// Scratch: a quoted-printable hard line's re-encoding, compared with the original.
     check: Vec<u8>,
@@ -625,6 +625,7 @@ impl Walker<'_> {
         // in cache, rather than copied whole once more before decoding (which also kept a buffer of up to twice the
         // largest attachment's size per worker). Every chunk but the last is whole quads of plain alphabet, as the
         // middle of a canonical text is; the last holds the end of the text, with any padding.
+        //
         // The text's length if the layout is good (each line `width` long but the last, each ended by `eol` but the
         // last): the decoded buffer is taken for it once the layout is known to be good as far as the first chunk.
         let text_len = match width {
