@@ -46,3 +46,61 @@ fn shared_bodies_are_stored_once() {
     assert_eq!(ls[1]["mailbox"], "bob");
     assert_eq!(ls[1]["messages"], 80);
 }
+
+/// A message's header block gets its content address from the hasher that also hashes the whole message when the
+/// message is short (up to two BLAKE3 chunks), and from its own hash otherwise. Both must give the same address:
+/// the same header block on a short and on a long message is one blob (one location in the manifest), and every
+/// address is the BLAKE3 of the bytes (verify and restore check each blob against its pack index entry).
+#[test]
+fn header_blocks_have_one_address_whatever_the_message_size() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("carol");
+    // A header block of exactly `h` bytes (ending in the blank line).
+    let header = |h: usize| {
+        let mut b = b"X: ".to_vec();
+        b.resize(h - 2, b'a');
+        b.extend_from_slice(b"\n\n");
+        b
+    };
+    let mut expect = Vec::new(); // (file name, header block length)
+    for h in [5, 63, 64, 65, 1023, 1024, 1025, 1500, 2047, 2048, 2049, 3000] {
+        // Header block only, then messages around one and two BLAKE3 chunks.
+        for total in std::iter::once(h).chain([1024, 2047, 2048, 2049, 3072, 5000].into_iter().filter(|&t| t > h)) {
+            let mut m = header(h);
+            m.extend(text_noise((h * 7919 + total) as u64, total - h));
+            let name = format!("{h}-{total}.host:2,S");
+            write_file(&src.join("cur").join(&name), &m, 1_600_000_000);
+            expect.push((format!("cur/{name}"), h));
+        }
+    }
+    // A header block of just the blank line, and an empty file.
+    write_file(&src.join("cur/blank.host:2,S"), b"\nbody\n", 1_600_000_000);
+    write_file(&src.join("cur/empty.host:2,S"), b"", 1_600_000_000);
+    std::fs::create_dir_all(src.join("new")).unwrap();
+    round_trip(&src, work.path(), "carol", EXIT_OK);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = mover_core::store::open_destination(work.path().join("dest").to_str().unwrap()).unwrap();
+    let manifest = rt.block_on(mover_core::pipeline::load_manifest(&store, "carol", None)).unwrap();
+    let mut path = String::new();
+    let mut seen = std::collections::BTreeMap::new(); // header length -> where its blob is
+    let mut checked = 0;
+    for rec in manifest.records().unwrap() {
+        match rec.unwrap().0 {
+            mover_core::manifest::Record::File { path: p, .. } => path = p.display(),
+            mover_core::manifest::Record::Msg { parts, blake3, len, .. } => {
+                let data = std::fs::read(src.join(&path)).unwrap();
+                assert_eq!(len, data.len() as u64, "{path}");
+                assert_eq!(blake3, mover_core::id::ContentId::of(&data), "{path}: message hash");
+                let Some(&(_, h)) = expect.iter().find(|(n, _)| *n == path) else { continue };
+                assert_eq!(parts[0].blobs.len(), 1, "{path}");
+                let at = parts[0].blobs[0];
+                assert_eq!(at.raw_len, h as u64, "{path}");
+                assert_eq!(*seen.entry(h).or_insert(at), at, "{path}: the same header block stored twice");
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checked, expect.len());
+}
