@@ -116,6 +116,9 @@ pub enum Child {
         /// Migrate with zstd dictionaries, trained before the clock starts.
         #[arg(long)]
         dictionaries: bool,
+        /// Keep the dedupe index cache here, as moverd does in ~/.cache/mover/index [default: no cache].
+        #[arg(long)]
+        index_cache: Option<PathBuf>,
     },
 }
 
@@ -253,7 +256,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Run the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Child::E2eChild { sources, dest, zstd_level, threads, memory, dictionaries }) = &args.child {
+    if let Some(Child::E2eChild { sources, dest, zstd_level, threads, memory, dictionaries, index_cache }) = &args.child
+    {
         // As moverd does, so that the figures are moverd's.
         mover_core::limit_malloc_arenas();
         // MOVER_LOG=debug shows the pipeline's stage timings of each mailbox on stderr.
@@ -267,8 +271,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             std::sync::Arc::new(mover_core::store::LocalStore::create(dest)?)
         };
-        let opts =
-            PipelineOptions { zstd_level: *zstd_level, threads: *threads, rerun: true, dictionaries: *dictionaries };
+        let opts = PipelineOptions {
+            zstd_level: *zstd_level,
+            threads: *threads,
+            rerun: true,
+            dictionaries: *dictionaries,
+            index_cache: index_cache.clone(),
+        };
         let run = rt.block_on(run_pipeline(&sources, store, &opts))?;
         println!("{}", serde_json::to_string(&run)?);
         return Ok(());
@@ -527,6 +536,8 @@ fn pipeline_in_child(
         .arg(&list)
         .arg("--dest")
         .arg(dir.path().join("store"))
+        .arg("--index-cache")
+        .arg(dir.path().join("index-cache"))
         .arg("--zstd-level")
         .arg(zstd_level.to_string());
     if let Some(t) = threads {

@@ -303,11 +303,13 @@ pub struct PipelineOptions {
     /// dictionaries are trained and stored before the clock starts, as every migration after the first into a
     /// destination finds them.
     pub dictionaries: bool,
+    /// The dedupe index cache directory (`MigrateOptions::index_cache`; moverd's default is one).
+    pub index_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { zstd_level: 3, threads: None, rerun: true, dictionaries: false }
+        PipelineOptions { zstd_level: 3, threads: None, rerun: true, dictionaries: false, index_cache: None }
     }
 }
 
@@ -372,6 +374,7 @@ pub async fn run_pipeline(sources: &[MailboxSource], store: DynStore, opts: &Pip
         o.zstd_level = opts.zstd_level;
         o.threads = opts.threads;
         o.dictionaries = opts.dictionaries;
+        o.index_cache = opts.index_cache.clone();
         o
     };
     if opts.dictionaries

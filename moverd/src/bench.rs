@@ -142,6 +142,8 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         threads: a.threads,
         rerun: !a.no_rerun,
         dictionaries: a.dictionaries,
+        // A scratch store is new; a DEST's pack indexes are all read, as by a host's first migration into it.
+        index_cache: None,
     };
     // The pipeline first (its peak RSS must not include the bound's copy of the source), then the bound.
     let run = run_pipeline(&sources, store, &opts).await?;

@@ -125,10 +125,18 @@ pub struct StoreArgs {
 /// `$XDG_STATE_HOME/mover`, else `$HOME/.local/state/mover` (the XDG base directory spec: relative paths are
 /// ignored).
 fn default_state_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("mover"))
+}
+
+/// `$XDG_CACHE_HOME/mover/index`, else `$HOME/.cache/mover/index`.
+fn default_index_cache() -> Option<PathBuf> {
+    xdg_dir("XDG_CACHE_HOME", ".cache").map(|d| d.join("mover/index"))
+}
+
+/// `$VAR` when it is an absolute path, else `$HOME/fallback`.
+fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
     let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
-    absolute("XDG_STATE_HOME")
-        .map(|d| d.join("mover"))
-        .or_else(|| absolute("HOME").map(|h| h.join(".local/state/mover")))
+    absolute(var).or_else(|| absolute("HOME").map(|h| h.join(fallback)))
 }
 
 impl StoreArgs {
@@ -191,6 +199,15 @@ pub struct MigrateArgs {
     /// Accepted for scripts written before dictionaries became opt-in; does nothing.
     #[arg(long, hide = true)]
     pub no_dictionary: bool,
+    /// Local directory for copies of destinations' pack indexes (the dedupe index): each migration then reads from
+    /// the destination only the pack indexes written since the last one on this host, instead of one GET per pack
+    /// in the destination. Safe to delete at any time [default: $XDG_CACHE_HOME/mover/index, else
+    /// ~/.cache/mover/index].
+    #[arg(long, value_name = "DIR", env = "MOVER_INDEX_CACHE")]
+    pub index_cache: Option<PathBuf>,
+    /// Read every pack index from the destination (no local copy).
+    #[arg(long, conflicts_with = "index_cache")]
+    pub no_index_cache: bool,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
@@ -327,6 +344,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     opts.read.mmap = !a.no_mmap;
     opts.mime = !a.no_mime;
     opts.dictionaries = a.dictionaries;
+    opts.index_cache = if a.no_index_cache { None } else { a.index_cache.clone().or_else(default_index_cache) };
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();

@@ -296,12 +296,7 @@ fn a_closed_stdout_ends_moverd_quietly() {
     };
     let (src, dest) = (src.to_str().unwrap(), dest.to_str().unwrap());
     for args in [vec!["ls", dest], vec!["migrate", src, dest, "--mailbox", "m", "--json"]] {
-        let out = std::process::Command::new(moverd_bin())
-            .args(&args)
-            .env("MOVER_LOG", "warn")
-            .stdout(closed_pipe())
-            .output()
-            .unwrap();
+        let out = moverd_cmd().args(&args).env("MOVER_LOG", "warn").stdout(closed_pipe()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(141), "moverd {args:?}\n{stderr}");
         assert!(!stderr.contains("panicked"), "moverd {args:?} panicked:\n{stderr}");

@@ -19,13 +19,27 @@ pub fn moverd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moverd-test"))
 }
 
+/// The tests' `XDG_CACHE_HOME` (moverd keeps its dedupe index cache there): one temporary directory per test run,
+/// not the user's.
+pub fn cache_home() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temporary directory")).path()
+}
+
+/// A command running the moverd binary under test, with the tests' cache directory.
+pub fn moverd_cmd() -> Command {
+    let mut cmd = Command::new(moverd_bin());
+    cmd.env("XDG_CACHE_HOME", cache_home());
+    cmd
+}
+
 /// Run moverd with `args`; returns the output (stdout, stderr, status).
 pub fn moverd<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Command::new(moverd_bin()).args(args).env("MOVER_LOG", "warn").output().expect("moverd runs")
+    moverd_cmd().args(args).env("MOVER_LOG", "warn").output().expect("moverd runs")
 }
 
 /// Run moverd and require `code`; returns stdout as text.

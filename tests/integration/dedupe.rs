@@ -1,5 +1,7 @@
 //! The same body under different headers is stored once per destination.
 
+use std::path::Path;
+
 use crate::common::*;
 
 /// Two mailboxes receive the same 40 messages (incompressible bodies, so compression cannot hide the effect), each
@@ -103,4 +105,52 @@ fn header_blocks_have_one_address_whatever_the_message_size() {
         }
     }
     assert_eq!(checked, expect.len());
+}
+
+/// With the local index cache (the default), a migration reads from the destination only the pack indexes this
+/// host has not seen; without it, every one. Deduplication and restores are the same either way.
+#[test]
+fn the_index_cache_saves_a_get_per_known_pack() {
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("dest");
+    let cache = work.path().join("cache");
+    let mailbox = |i: u64| {
+        let src = work.path().join(format!("m{i}"));
+        for j in 0..5 {
+            let m = message(&[("Subject", &format!("{i}/{j}")[..])], &noise(i * 100 + j, 3000), "\n");
+            write_file(&src.join(format!("cur/{j}.host:2,S")), &m, 1_600_000_000);
+        }
+        std::fs::create_dir_all(src.join("new")).unwrap();
+        src
+    };
+    let migrate = |src: &Path, name: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", name, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&moverd_ok(args, EXIT_OK)).unwrap()
+    };
+    let with_cache = ["--index-cache", cache.to_str().unwrap()];
+    for i in 0..3 {
+        migrate(&mailbox(i), &format!("m{i}"), &with_cache);
+    }
+    let packs = || std::fs::read_dir(dest.join("index")).unwrap().count() as u64;
+    assert_eq!(packs(), 3);
+    // The same new mailbox under three names: first passes that read the same objects but for the pack indexes.
+    let last = mailbox(3);
+    let x = migrate(&last, "x", &["--no-index-cache"]); // reads the 3 pack indexes, stores a 4th pack
+    assert!(x["new_stored_bytes"].as_u64().unwrap() > 15_000, "{x:#}");
+    assert_eq!(packs(), 4);
+    let y = migrate(&last, "y", &with_cache); // reads the 2 the cache lacks: m2's and x's
+    let z = migrate(&last, "z", &with_cache); // reads none
+    let gets = |s: &serde_json::Value| s["requests"]["get_requests"].as_u64().unwrap();
+    assert_eq!(gets(&x) - gets(&z), 3, "x: {:#}\nz: {:#}", x["requests"], z["requests"]);
+    assert_eq!(gets(&y) - gets(&z), 2, "y: {:#}\nz: {:#}", y["requests"], z["requests"]);
+    for s in [&y, &z] {
+        assert_eq!(s["stats"]["new_raw_bytes"].as_u64(), Some(0), "deduplicated against x: {s:#}");
+    }
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "one cache file per destination");
+    for name in ["x", "z"] {
+        let to = work.path().join(format!("restored-{name}"));
+        moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", name, "--to", to.to_str().unwrap()], EXIT_OK);
+        assert_same_tree(&last, &to);
+    }
 }

@@ -2,7 +2,6 @@
 //! (nearly) the same resident set size. Measured on the moverd process itself with wait4's rusage.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 
@@ -31,7 +30,7 @@ fn write_mbox(path: &Path, mib: usize) {
 /// Peak RSS in MiB of `moverd migrate SRC DEST --no-mmap`, and its exit status.
 #[allow(unsafe_code)]
 fn peak_rss_mib(src: &Path, dest: &Path) -> (f64, i32) {
-    let child = Command::new(moverd_bin())
+    let child = moverd_cmd()
         // Small packs, so that every buffer of the pipeline fills up on both sizes.
         .args([
             "migrate",
@@ -110,7 +109,7 @@ fn open_files_do_not_grow_with_the_files_in_flight() {
     }
     let dest = work.path().join("dest");
     let migrate = || {
-        let mut cmd = Command::new(moverd_bin());
+        let mut cmd = moverd_cmd();
         cmd.args(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", "m", "--json"]);
         // SAFETY: setrlimit is async-signal-safe; it runs in the child between fork and exec.
         unsafe {

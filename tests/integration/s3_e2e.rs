@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use mover_core::pipeline::{MigrateOptions, migrate};
@@ -13,7 +12,7 @@ use crate::common::*;
 use crate::s3::server::{S3Server, every};
 
 fn moverd_s3(server: &S3Server, args: &[&OsStr], code: i32) -> (String, String) {
-    let out = Command::new(moverd_bin()).args(args).envs(server.aws_env()).env("MOVER_LOG", "debug").output().unwrap();
+    let out = moverd_cmd().args(args).envs(server.aws_env()).env("MOVER_LOG", "debug").output().unwrap();
     let (stdout, stderr) =
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert_eq!(out.status.code(), Some(code), "moverd {args:?}\nstdout:\n{stdout}\nstderr (tail):\n{}", tail(&stderr));
@@ -78,7 +77,7 @@ async fn moverd_migrates_verifies_and_restores_through_s3() {
         outputs.push(err);
         // The endpoint given as an option instead of AWS_ENDPOINT_URL.
         let env: Vec<_> = srv.aws_env().into_iter().filter(|(k, _)| *k != "AWS_ENDPOINT_URL").collect();
-        let out = Command::new(moverd_bin())
+        let out = moverd_cmd()
             .args([os("ls"), os(&url2), os("--s3-endpoint"), os(srv.endpoint()), os("--json")])
             .env_remove("AWS_ENDPOINT_URL")
             .envs(env)

@@ -25,7 +25,7 @@
 //! Files unchanged since the previous pass (same size and modification time) are carried over from the previous
 //! manifest without being read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use crate::compress::Codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ContentId;
-use crate::index::BlobIndex;
+use crate::index::{BlobIndex, IndexCache};
 use crate::layout::{self, FormatMarker};
 use crate::manifest::{
     BlobRef, ByteStr, FileKind, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, ManifestHeader, ManifestWriter, PartKind,
@@ -107,6 +107,10 @@ pub struct MigrateOptions {
     /// training costs about 0.1 s of both cores on the first migration (see `docs/PERFORMANCE.md`). Restore
     /// reads dictionary frames whether or not later migrations use them.
     pub dictionaries: bool,
+    /// A directory for a local copy of the destination's pack indexes ([`crate::index::IndexCache`]): each pass
+    /// then reads only the pack indexes written since the last pass on this host, instead of one per pack in the
+    /// destination. `None` (the default): read them all from the destination.
+    pub index_cache: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for MigrateOptions {
@@ -144,6 +148,7 @@ impl MigrateOptions {
             after_read: None,
             mime: true,
             dictionaries: false,
+            index_cache: None,
         }
     }
 
@@ -398,8 +403,12 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     // previous pass: the walk goes on a thread of its own. A first pass is mostly reading and compressing; there
     // the walk costs little and stays on the reader's thread.
     let src = if prev.is_some() { src.walk_ahead() } else { src };
-    let index =
-        Arc::new(LazyIndex { cell: std::sync::OnceLock::new(), store: store.clone(), handle: Handle::current() });
+    let index = Arc::new(LazyIndex {
+        cell: std::sync::OnceLock::new(),
+        cache: opts.index_cache.as_deref().map(|dir| IndexCache::new(dir, &store)),
+        store: store.clone(),
+        handle: Handle::current(),
+    });
     let dicts = if opts.dictionaries {
         crate::dictionary::for_migration(&store, source, opts.zstd_level).await?
     } else {
@@ -692,6 +701,7 @@ fn run_pass(
 /// of files read after that.
 pub(super) struct LazyIndex {
     cell: std::sync::OnceLock<BlobIndex>,
+    cache: Option<IndexCache>,
     store: DynStore,
     handle: Handle,
 }
@@ -703,9 +713,18 @@ impl LazyIndex {
             return Ok(index);
         }
         let loading = Instant::now();
-        let (index, packs) = self.handle.block_on(BlobIndex::load(&self.store))?;
+        let (index, s) = self.handle.block_on(BlobIndex::load_cached(&self.store, self.cache.as_ref()))?;
         let ms = loading.elapsed().as_millis() as u64;
-        tracing::info!(blobs = index.len(), packs, ms, dest = %self.store.describe(), "dedupe index loaded");
+        let dest = self.store.describe();
+        tracing::info!(
+            blobs = index.len(),
+            packs = s.packs,
+            cached = s.cached,
+            read = s.fetched,
+            ms,
+            dest,
+            "dedupe index loaded"
+        );
         Ok(self.cell.get_or_init(|| index))
     }
 
