@@ -94,14 +94,14 @@ impl BlobIndex {
                     *index.map.write().unwrap() = read.map;
                     from_cache = read.packs;
                     stats.cached = from_cache.len();
-                    read_back = Some((read.clean, read.records));
+                    read_back = Some((read.clean, read.dead));
                 }
                 Err(e) => tracing::warn!(cache = %cache.path.display(), "dedupe index cache not read: {e}"),
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
         let mut pending = listed.iter().filter(|(id, _)| !from_cache.contains(*id));
-        let mut fetched = Vec::new();
+        let mut fetched = NewRecords::default();
         loop {
             while tasks.len() < 16 {
                 let Some((&id, key)) = pending.next() else { break };
@@ -121,17 +121,18 @@ impl BlobIndex {
             }
             stats.fetched += 1;
             if cache.is_some() {
-                fetched.push((pack.pack, pack.entries));
+                fetched.add(pack.pack, &pack.entries);
             }
         }
         if let Some(cache) = cache {
-            // Append what was read from the store; rewrite the file instead when it holds packs the destination
-            // no longer lists, or a damaged record, so it never grows with dead entries.
+            // Append what was read from the store. Rewrite the file instead when it has a damaged record, or when
+            // a quarter of its records are of packs the destination no longer lists (or repeated: two processes
+            // that read the same new pack both append it), so that it does not grow with dead records.
             let rewrite = match read_back {
-                Some((clean, records)) => !clean || records != stats.cached,
+                Some((clean, dead)) => !clean || dead > 0 && dead * 4 >= dead + stats.cached,
                 None => true,
             };
-            if rewrite || !fetched.is_empty() {
+            if rewrite || !fetched.bytes.is_empty() {
                 let cache2 = cache.clone();
                 let keep: HashSet<PackId> = listed.into_keys().collect();
                 let write = tokio::task::spawn_blocking(move || cache2.write(&fetched, rewrite.then_some(&keep))).await;
@@ -185,12 +186,14 @@ pub struct LoadStats {
 /// A local copy of a destination's pack indexes, so that each pass reads from the destination only the pack indexes
 /// written since this host last looked (one GET per new pack instead of one per pack in the destination).
 ///
-/// One file per destination, named after the destination's description, in a directory of the caller's choosing
-/// (`moverd` uses `~/.cache/moverd/index`). The file is a sequence of records, one per pack: `MVX1`, the pack id (16
-/// bytes), the number of blobs (u32 LE), per blob its id (32 bytes), segment (u32 LE), offset and raw length (u64
-/// LE), then the BLAKE3 of the record so far. Reading stops at the first record that does not check (a torn append
-/// or a damaged disk); the file is then rewritten. Writers take an exclusive lock on the file; a rewrite goes to a
-/// temporary file renamed over it. The file is never fsynced: losing it costs requests, not data.
+/// One file per destination, named after the destination's description (a local destination's is its absolute
+/// path), in a directory of the caller's choosing (moverd: `~/.cache/mover/index`). The file is a sequence of
+/// records, one per pack: `MVX1`, the pack id (16 bytes), the number of blobs (u32 LE), per blob its id (32 bytes),
+/// segment (u32 LE), offset and raw length (u64 LE), then the BLAKE3 of the record so far. Reading stops at the
+/// first record that does not check (a torn append, a damaged disk); the file is then rewritten with the good
+/// records of the packs the destination lists. Writers hold an exclusive `flock`, readers a shared one; a lock not
+/// had within [`LOCK_WAIT`] means going on without the cache. A rewrite goes to `<file>.tmp`, renamed over the
+/// file. Nothing is fsynced: losing the file costs requests, not data.
 #[derive(Debug, Clone)]
 pub struct IndexCache {
     path: PathBuf,
@@ -202,16 +205,44 @@ struct CacheRead {
     map: IdMap<BlobLoc>,
     /// Those packs.
     packs: HashSet<PackId>,
-    /// Records read (also of packs not listed, and repeated ones).
-    records: usize,
+    /// Good records of packs not listed, or of packs already read: what a rewrite would drop.
+    dead: usize,
     /// Every byte of the file was a good record.
     clean: bool,
 }
 
 const CACHE_MAGIC: &[u8; 4] = b"MVX1";
+const CACHE_HEAD_LEN: usize = 24;
 const CACHE_ENTRY_LEN: usize = 32 + 4 + 8 + 8;
-/// More blobs than any pack can hold (a 4 GiB pack of 64-byte blobs): a larger count is a damaged record.
-const CACHE_MAX_ENTRIES: usize = 1 << 26;
+/// How long a pass waits for another process's lock on the cache file before going on without it.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Records of packs fetched from the destination, encoded for the cache file as they arrive.
+#[derive(Default)]
+struct NewRecords {
+    bytes: Vec<u8>,
+    packs: HashSet<PackId>,
+}
+
+impl NewRecords {
+    fn add(&mut self, pack: PackId, entries: &[IndexEntry]) {
+        self.bytes.reserve(CACHE_HEAD_LEN + entries.len() * CACHE_ENTRY_LEN + 32);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(CACHE_MAGIC);
+        self.bytes.extend_from_slice(pack.as_bytes());
+        self.bytes.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            debug_assert_eq!(e.loc.pack, pack);
+            self.bytes.extend_from_slice(e.id.as_bytes());
+            self.bytes.extend_from_slice(&e.loc.seg.to_le_bytes());
+            self.bytes.extend_from_slice(&e.loc.offset.to_le_bytes());
+            self.bytes.extend_from_slice(&e.loc.raw_len.to_le_bytes());
+        }
+        let sum = blake3::hash(&self.bytes[start..]);
+        self.bytes.extend_from_slice(sum.as_bytes());
+        self.packs.insert(pack);
+    }
+}
 
 impl IndexCache {
     /// The cache file for `store` in `dir` (created when first written).
@@ -225,23 +256,22 @@ impl IndexCache {
         &self.path
     }
 
+    fn io(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(format!("{what} {}", self.path.display()), e)
+    }
+
     fn read(&self, listed: &HashSet<PackId>) -> Result<CacheRead> {
-        let mut out = CacheRead { map: IdMap::default(), packs: HashSet::new(), records: 0, clean: true };
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(format!("opening {}", self.path.display()), e)),
-        };
-        file.lock_shared().map_err(|e| Error::io(format!("locking {}", self.path.display()), e))?;
-        // Sized once (a table grown by doubling rehashes everything several times and holds two tables at once).
+        let mut out = CacheRead { map: IdMap::default(), packs: HashSet::new(), dead: 0, clean: true };
+        let Some(file) = self.open_locked(false)? else { return Ok(out) };
+        // Sized once: a table grown by doubling rehashes everything several times, and holds two tables at once.
         let len = file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-        out.map.reserve((len / CACHE_ENTRY_LEN).min(CACHE_MAX_ENTRIES));
+        out.map.reserve(len / (CACHE_ENTRY_LEN + 8));
         out.clean = self.records(&file, |pack, record| {
-            out.records += 1;
             if !listed.contains(&pack) || !out.packs.insert(pack) {
+                out.dead += 1;
                 return Ok(());
             }
-            for e in record[24..record.len() - 32].chunks_exact(CACHE_ENTRY_LEN) {
+            for e in record[CACHE_HEAD_LEN..record.len() - 32].chunks_exact(CACHE_ENTRY_LEN) {
                 let id = ContentId::from_bytes(e[..32].try_into().unwrap());
                 let loc = BlobLoc {
                     pack,
@@ -256,26 +286,64 @@ impl IndexCache {
         Ok(out)
     }
 
-    /// Call `each` with every good record of `file` from its start, in order; returns whether the whole file was
-    /// good records.
-    fn records(&self, file: &File, mut each: impl FnMut(PackId, &[u8]) -> Result<()>) -> Result<bool> {
-        let mut r = BufReader::with_capacity(1 << 16, file);
-        let mut record = vec![0u8; 24];
+    /// The file, opened and locked (`exclusive`: for writing, created if missing; else for reading, `None` if
+    /// missing). The lock is on the file at the path when it is taken: a file another process renamed away
+    /// meanwhile is let go and the new one opened.
+    fn open_locked(&self, exclusive: bool) -> Result<Option<File>> {
+        use std::os::unix::fs::MetadataExt;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            match r.read_exact(&mut record[..1]) {
+            let file = if exclusive {
+                let dir = self.path.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(dir).map_err(|e| self.io("creating the directory of", e))?;
+                std::fs::OpenOptions::new().create(true).append(true).read(true).open(&self.path)
+            } else {
+                File::open(&self.path)
+            };
+            let file = match file {
+                Ok(f) => f,
+                Err(e) if !exclusive && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.io("opening", e)),
+            };
+            let locked = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+            match locked {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(true),
-                Err(e) => return Err(Error::io(format!("reading {}", self.path.display()), e)),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let why = format!("held by another process for over {} s", LOCK_WAIT.as_secs());
+                    return Err(self.io("locking", std::io::Error::new(std::io::ErrorKind::WouldBlock, why)));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(self.io("locking", e)),
             }
-            if r.read_exact(&mut record[1..24]).is_err() || &record[..4] != CACHE_MAGIC {
+            match (file.metadata(), std::fs::metadata(&self.path)) {
+                (Ok(held), Ok(now)) if held.dev() == now.dev() && held.ino() == now.ino() => return Ok(Some(file)),
+                _ if std::time::Instant::now() < deadline => continue,
+                _ => return Err(self.io("locking", std::io::Error::other("the file keeps being replaced"))),
+            }
+        }
+    }
+
+    /// Call `each` with every good record of `file` from its start, in order; returns whether the whole file was
+    /// good records. A record is read only when the file holds as many bytes as its count says, so a damaged count
+    /// cannot make this allocate more than the file's size.
+    fn records(&self, file: &File, mut each: impl FnMut(PackId, &[u8]) -> Result<()>) -> Result<bool> {
+        let mut left = file.metadata().map_err(|e| self.io("reading", e))?.len();
+        let mut r = BufReader::with_capacity(1 << 16, file);
+        let mut record = vec![0u8; CACHE_HEAD_LEN];
+        while left > 0 {
+            if left < CACHE_HEAD_LEN as u64 || r.read_exact(&mut record[..CACHE_HEAD_LEN]).is_err() {
                 return Ok(false);
             }
-            let n = u32::from_le_bytes(record[20..24].try_into().unwrap()) as usize;
-            if n > CACHE_MAX_ENTRIES {
+            let n = u32::from_le_bytes(record[20..24].try_into().unwrap()) as u64;
+            let len = CACHE_HEAD_LEN as u64 + n * CACHE_ENTRY_LEN as u64 + 32;
+            if &record[..4] != CACHE_MAGIC || len > left {
                 return Ok(false);
             }
-            record.resize(24 + n * CACHE_ENTRY_LEN + 32, 0);
-            if r.read_exact(&mut record[24..]).is_err() {
+            record.resize(len as usize, 0);
+            if r.read_exact(&mut record[CACHE_HEAD_LEN..]).is_err() {
                 return Ok(false);
             }
             let (data, sum) = record.split_at(record.len() - 32);
@@ -283,65 +351,35 @@ impl IndexCache {
                 return Ok(false);
             }
             each(PackId::from_bytes(record[4..20].try_into().unwrap()), &record)?;
-            record.truncate(24);
+            left -= len;
+            record.truncate(CACHE_HEAD_LEN);
         }
+        Ok(true)
     }
 
-    /// Add `fetched` to the file; with `keep`, rewrite it with only the good records of those packs (read under
-    /// the lock, so records another process appended meanwhile stay) followed by the new ones.
-    fn write(&self, fetched: &[(PackId, Vec<IndexEntry>)], keep: Option<&HashSet<PackId>>) -> Result<()> {
-        let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", self.path.display()), e);
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)
-            .map_err(|e| io("opening", e))?;
-        file.lock().map_err(|e| io("locking", e))?;
+    /// Add `new` to the file; with `keep`, rewrite it with only the good records of those packs (read under the
+    /// lock, so records another process appended before stay), followed by the new ones.
+    fn write(&self, new: &NewRecords, keep: Option<&HashSet<PackId>>) -> Result<()> {
+        let file = self.open_locked(true)?.expect("opened for writing");
         let Some(keep) = keep else {
-            let mut w = BufWriter::with_capacity(1 << 16, &file);
-            for (pack, entries) in fetched {
-                write_record(&mut w, *pack, entries).map_err(|e| io("writing", e))?;
-            }
-            return w.flush().map_err(|e| io("writing", e));
+            return (&file).write_all(&new.bytes).map_err(|e| self.io("writing", e));
         };
-        let new: HashSet<PackId> = fetched.iter().map(|(p, _)| *p).collect();
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io("creating a temporary file next to", e))?;
-        let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file());
+        // The lock is held until the rename: no other writer replaces the file (or writes the `.tmp`) meanwhile.
+        let tmp_path = self.path.with_extension("idx-cache.tmp");
+        let tmp = File::create(&tmp_path).map_err(|e| self.io("creating a temporary file next to", e))?;
+        let mut w = BufWriter::with_capacity(1 << 16, &tmp);
         let mut seen = HashSet::new();
         self.records(&file, |pack, record| {
-            if keep.contains(&pack) && !new.contains(&pack) && seen.insert(pack) {
-                w.write_all(record).map_err(|e| io("rewriting", e))?;
+            if keep.contains(&pack) && !new.packs.contains(&pack) && seen.insert(pack) {
+                w.write_all(record).map_err(|e| self.io("rewriting", e))?;
             }
             Ok(())
         })?;
-        for (pack, entries) in fetched {
-            write_record(&mut w, *pack, entries).map_err(|e| io("rewriting", e))?;
-        }
-        w.flush().map_err(|e| io("rewriting", e))?;
+        w.write_all(&new.bytes).map_err(|e| self.io("rewriting", e))?;
+        w.flush().map_err(|e| self.io("rewriting", e))?;
         drop(w);
-        tmp.persist(&self.path).map_err(|e| io("replacing", e.error))?;
-        Ok(())
+        std::fs::rename(&tmp_path, &self.path).map_err(|e| self.io("replacing", e))
     }
-}
-
-fn write_record(w: &mut impl Write, pack: PackId, entries: &[IndexEntry]) -> std::io::Result<()> {
-    let mut rec = Vec::with_capacity(24 + entries.len() * CACHE_ENTRY_LEN + 32);
-    rec.extend_from_slice(CACHE_MAGIC);
-    rec.extend_from_slice(pack.as_bytes());
-    rec.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for e in entries {
-        debug_assert_eq!(e.loc.pack, pack);
-        rec.extend_from_slice(e.id.as_bytes());
-        rec.extend_from_slice(&e.loc.seg.to_le_bytes());
-        rec.extend_from_slice(&e.loc.offset.to_le_bytes());
-        rec.extend_from_slice(&e.loc.raw_len.to_le_bytes());
-    }
-    let sum = blake3::hash(&rec);
-    rec.extend_from_slice(sum.as_bytes());
-    w.write_all(&rec)
 }
 
 #[cfg(test)]
@@ -429,7 +467,7 @@ mod tests {
         // The file was rewritten without the old pack: the next load finds exactly what it uses.
         let listed = HashSet::from([kept]);
         let read = cache.read(&listed).unwrap();
-        assert_eq!((read.records, read.clean), (1, true));
+        assert_eq!((read.dead, read.clean, read.packs.len()), (0, true, 1));
     }
 
     #[tokio::test]
@@ -445,13 +483,17 @@ mod tests {
         let good = std::fs::read(cache.path()).unwrap();
         let record = good.len() / 4;
         assert_eq!(record, 24 + 6 * CACHE_ENTRY_LEN + 32);
-        // Every byte of the second record flipped in turn, a torn tail, garbage appended, an empty file.
+        // Every 7th byte of the second record flipped in turn (its count too), a count far beyond the file's end, a
+        // torn tail, garbage appended, an empty file.
         let mut damaged: Vec<(Vec<u8>, usize)> = Vec::new();
         for at in (record..2 * record).step_by(7) {
             let mut d = good.clone();
             d[at] ^= 0x20;
             damaged.push((d, 1));
         }
+        let mut huge = good.clone();
+        huge[record + 20..record + 24].copy_from_slice(&u32::MAX.to_le_bytes());
+        damaged.push((huge, 1));
         damaged.push((good[..good.len() - 5].to_vec(), 3));
         damaged.push(([&good[..], b"MVX1 and then some"].concat(), 4));
         damaged.push((Vec::new(), 0));
@@ -465,6 +507,25 @@ mod tests {
             assert_eq!((s.cached, s.fetched), (4, 0));
             assert_eq!(contents(&index), truth);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_locked_by_another_process_is_skipped_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let cache = IndexCache::new(dir.path(), &store);
+        add_pack(&store, 1, 2).await;
+        BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
+        // Another open file description holding the lock, as another process would.
+        let holder = File::open(cache.path()).unwrap();
+        holder.lock().unwrap();
+        let started = std::time::Instant::now();
+        let (index, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
+        assert_eq!((index.len(), s.cached, s.fetched), (2, 0, 1));
+        assert!(started.elapsed() < LOCK_WAIT * 3, "waited {:?}", started.elapsed());
+        drop(holder);
+        let (_, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
+        assert_eq!((s.cached, s.fetched), (1, 0));
     }
 
     #[tokio::test]

@@ -201,12 +201,12 @@ pub struct MigrateArgs {
     pub no_dictionary: bool,
     /// Local directory for copies of destinations' pack indexes (the dedupe index): each migration then reads from
     /// the destination only the pack indexes written since the last one on this host, instead of one GET per pack
-    /// in the destination. Safe to delete at any time [default: $XDG_CACHE_HOME/mover/index, else
-    /// ~/.cache/mover/index].
+    /// in the destination. About 52 bytes per distinct blob on disk; safe to delete at any time [default:
+    /// $XDG_CACHE_HOME/mover/index, else ~/.cache/mover/index].
     #[arg(long, value_name = "DIR", env = "MOVER_INDEX_CACHE")]
     pub index_cache: Option<PathBuf>,
-    /// Read every pack index from the destination (no local copy).
-    #[arg(long, conflicts_with = "index_cache")]
+    /// Read every pack index from the destination (no local copy; wins over --index-cache and MOVER_INDEX_CACHE).
+    #[arg(long)]
     pub no_index_cache: bool,
     /// No progress display.
     #[arg(long, short)]

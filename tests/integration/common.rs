@@ -19,11 +19,10 @@ pub fn moverd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moverd-test"))
 }
 
-/// The tests' `XDG_CACHE_HOME` (moverd keeps its dedupe index cache there): one temporary directory per test run,
-/// not the user's.
-pub fn cache_home() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temporary directory")).path()
+/// The tests' `XDG_CACHE_HOME` (moverd keeps its dedupe index cache there): under cargo's scratch directory for
+/// integration tests, not the user's.
+pub fn cache_home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache")
 }
 
 /// A command running the moverd binary under test, with the tests' cache directory.

@@ -29,6 +29,8 @@ pub struct LocalStore {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
+    /// `local:` and the root as an absolute path (how the store is named in reports, logs and the index cache).
+    described: String,
     counter: AtomicU64,
     /// Random part of this store handle's temporary file names.
     token: String,
@@ -53,7 +55,8 @@ impl LocalStore {
         }
         // A name no other process picks: the process id alone repeats across PID namespaces (containers).
         let token = crate::id::PackId::fresh().to_string()[..12].to_string();
-        Ok(LocalStore { inner: Arc::new(Inner { root, counter: AtomicU64::new(0), token }) })
+        let described = format!("local:{}", fs::canonicalize(&root).unwrap_or_else(|_| root.clone()).display());
+        Ok(LocalStore { inner: Arc::new(Inner { root, described, counter: AtomicU64::new(0), token }) })
     }
 
     /// The root directory.
@@ -271,7 +274,7 @@ impl Drop for LocalWriter {
 #[async_trait]
 impl Store for LocalStore {
     fn describe(&self) -> String {
-        format!("local:{}", self.inner.root.display())
+        self.inner.described.clone()
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
