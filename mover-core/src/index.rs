@@ -47,7 +47,98 @@ type IdMap<V> = HashMap<ContentId, V, BuildHasherDefault<IdHasher>>;
 /// Blob id → location, shared by the workers of a run.
 #[derive(Default)]
 pub struct BlobIndex {
-    map: RwLock<IdMap<BlobLoc>>,
+    map: RwLock<Table>,
+}
+
+/// The index's table. A location is kept as four u32 with its pack named by number (48 bytes a blob with the id,
+/// against 72 with a [`BlobLoc`]): the index is the one part of a pass's memory that grows with the destination.
+#[derive(Default)]
+struct Table {
+    slots: IdMap<Slot>,
+    /// Pack ids by number.
+    packs: Vec<PackId>,
+    numbers: HashMap<PackId, u32>,
+    /// Locations that do not fit in a slot (none can: segments are at most 64 MiB; kept so that nothing depends
+    /// on it).
+    wide: IdMap<BlobLoc>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pack: u32,
+    seg: u32,
+    offset: u32,
+    /// `u32::MAX`: the location is in `wide`.
+    raw_len: u32,
+}
+
+impl Table {
+    fn with_capacity(blobs: usize) -> Self {
+        Table { slots: IdMap::with_capacity_and_hasher(blobs, Default::default()), ..Table::default() }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn contains(&self, id: &ContentId) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    fn get(&self, id: &ContentId) -> Option<BlobLoc> {
+        self.slots.get(id).map(|s| self.loc(id, s))
+    }
+
+    fn loc(&self, id: &ContentId, s: &Slot) -> BlobLoc {
+        if s.raw_len == u32::MAX {
+            return self.wide[id];
+        }
+        BlobLoc { pack: self.packs[s.pack as usize], seg: s.seg, offset: s.offset as u64, raw_len: s.raw_len as u64 }
+    }
+
+    /// Record `id` at `loc` unless it is already known; returns the location that holds.
+    fn insert(&mut self, id: ContentId, loc: BlobLoc) -> BlobLoc {
+        let pack = self.number(loc.pack);
+        self.insert_numbered(id, loc, pack)
+    }
+
+    /// The number of `pack` in this table (given one if new).
+    fn number(&mut self, pack: PackId) -> u32 {
+        if let Some(&n) = self.numbers.get(&pack) {
+            return n;
+        }
+        let n = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
+        self.packs.push(pack);
+        self.numbers.insert(pack, n);
+        n
+    }
+
+    /// [`Table::insert`], `pack` being the number of `loc.pack` (bulk loads look it up once per pack).
+    fn insert_numbered(&mut self, id: ContentId, loc: BlobLoc, pack: u32) -> BlobLoc {
+        debug_assert_eq!(self.packs[pack as usize], loc.pack);
+        let vacant = match self.slots.entry(id) {
+            std::collections::hash_map::Entry::Occupied(held) => {
+                let held = *held.get();
+                return self.loc(&id, &held);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v,
+        };
+        match (u32::try_from(loc.offset), u32::try_from(loc.raw_len)) {
+            (Ok(offset), Ok(raw_len)) if raw_len != u32::MAX => {
+                vacant.insert(Slot { pack, seg: loc.seg, offset, raw_len });
+            }
+            _ => {
+                vacant.insert(Slot { pack, seg: loc.seg, offset: 0, raw_len: u32::MAX });
+                self.wide.insert(id, loc);
+            }
+        }
+        loc
+    }
+
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (ContentId, BlobLoc)> + '_ {
+        self.slots.keys().map(|id| (*id, self.get(id).expect("listed")))
+    }
 }
 
 impl std::fmt::Debug for BlobIndex {
@@ -115,8 +206,9 @@ impl BlobIndex {
             let pack = done.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string()))??;
             {
                 let mut map = index.map.write().unwrap();
+                let number = map.number(pack.pack);
                 for e in &pack.entries {
-                    map.entry(e.id).or_insert(e.loc);
+                    map.insert_numbered(e.id, e.loc, number);
                 }
             }
             stats.fetched += 1;
@@ -148,17 +240,17 @@ impl BlobIndex {
 
     /// Where `id` is, if the destination has it.
     pub fn get(&self, id: &ContentId) -> Option<BlobLoc> {
-        self.map.read().unwrap().get(id).copied()
+        self.map.read().unwrap().get(id)
     }
 
     /// Whether the destination has `id`.
     pub fn contains(&self, id: &ContentId) -> bool {
-        self.map.read().unwrap().contains_key(id)
+        self.map.read().unwrap().contains(id)
     }
 
     /// Record `id` at `loc` unless it is already known; returns the location that holds.
     pub fn insert_if_absent(&self, id: ContentId, loc: BlobLoc) -> BlobLoc {
-        *self.map.write().unwrap().entry(id).or_insert(loc)
+        self.map.write().unwrap().insert(id, loc)
     }
 
     /// Number of blobs known.
@@ -202,7 +294,7 @@ pub struct IndexCache {
 /// What reading the cache file found.
 struct CacheRead {
     /// The entries of the packs the destination lists.
-    map: IdMap<BlobLoc>,
+    map: Table,
     /// Those packs.
     packs: HashSet<PackId>,
     /// Good records of packs not listed, or of packs already read: what a rewrite would drop.
@@ -261,16 +353,17 @@ impl IndexCache {
     }
 
     fn read(&self, listed: &HashSet<PackId>) -> Result<CacheRead> {
-        let mut out = CacheRead { map: IdMap::default(), packs: HashSet::new(), dead: 0, clean: true };
+        let mut out = CacheRead { map: Table::default(), packs: HashSet::new(), dead: 0, clean: true };
         let Some(file) = self.open_locked(false)? else { return Ok(out) };
         // Sized once: a table grown by doubling rehashes everything several times, and holds two tables at once.
         let len = file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-        out.map.reserve(len / (CACHE_ENTRY_LEN + 8));
+        out.map = Table::with_capacity(len / (CACHE_ENTRY_LEN + 8));
         out.clean = self.records(&file, |pack, record| {
             if !listed.contains(&pack) || !out.packs.insert(pack) {
                 out.dead += 1;
                 return Ok(());
             }
+            let number = out.map.number(pack);
             for e in record[CACHE_HEAD_LEN..record.len() - 32].chunks_exact(CACHE_ENTRY_LEN) {
                 let id = ContentId::from_bytes(e[..32].try_into().unwrap());
                 let loc = BlobLoc {
@@ -279,7 +372,7 @@ impl IndexCache {
                     offset: u64::from_le_bytes(e[36..44].try_into().unwrap()),
                     raw_len: u64::from_le_bytes(e[44..52].try_into().unwrap()),
                 };
-                out.map.entry(id).or_insert(loc);
+                out.map.insert_numbered(id, loc, number);
             }
             Ok(())
         })?;
@@ -405,9 +498,40 @@ mod tests {
     }
 
     fn contents(index: &BlobIndex) -> Vec<(ContentId, BlobLoc)> {
-        let mut v: Vec<_> = index.map.read().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
+        let mut v: Vec<_> = index.map.read().unwrap().iter().collect();
         v.sort_by_key(|(k, _)| *k);
         v
+    }
+
+    #[test]
+    fn the_table_gives_back_every_location_as_inserted_and_keeps_the_first() {
+        let packs: Vec<PackId> = (0..5).map(|_| PackId::fresh()).collect();
+        let mut t = Table::default();
+        let mut truth = HashMap::new();
+        for i in 0u64..2_000 {
+            let id = ContentId::of(&i.to_le_bytes());
+            // Values at the edges of what a slot holds, and past them (kept wide).
+            let (offset, raw_len) = match i % 5 {
+                0 => (0, 0),
+                1 => (u32::MAX as u64 - 1, u32::MAX as u64 - 1),
+                2 => (i * 977, u32::MAX as u64),
+                3 => (u32::MAX as u64 + i, 7),
+                _ => (i, 1 << 40),
+            };
+            let loc = BlobLoc { pack: packs[(i % 5) as usize], seg: i as u32 * 3, offset, raw_len };
+            assert_eq!(t.insert(id, loc), loc);
+            truth.insert(id, loc);
+            // A second location for a known blob is not taken.
+            let other = BlobLoc { pack: packs[0], seg: 1, offset: 2, raw_len: 3 };
+            assert_eq!(t.insert(id, other), loc);
+        }
+        assert_eq!(t.len(), truth.len());
+        assert_eq!(t.packs.len(), 5);
+        for (id, loc) in &truth {
+            assert_eq!(t.get(id), Some(*loc));
+            assert!(t.contains(id));
+        }
+        assert_eq!(t.get(&ContentId::of(b"absent")), None);
     }
 
     #[tokio::test]
