@@ -276,7 +276,8 @@ pub struct LoadStats {
 }
 
 /// A local copy of a destination's pack indexes, so that each pass reads from the destination only the pack indexes
-/// written since this host last looked (one GET per new pack instead of one per pack in the destination).
+/// other hosts wrote since this host last looked (one GET per such pack instead of one per pack in the destination;
+/// the packs a pass stores are added as their index objects are acknowledged).
 ///
 /// One file per destination, named after the destination's description (a local destination's is its absolute
 /// path), in a directory of the caller's choosing (moverd: `~/.cache/mover/index`). The file is a sequence of
@@ -346,6 +347,16 @@ impl IndexCache {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Add a pack this host has stored (its index object acknowledged by the destination). Failures are logged:
+    /// they only cost the pack's index being read from the destination by a later pass.
+    pub fn add(&self, pack: &crate::pack::PackIndex) {
+        let mut new = NewRecords::default();
+        new.add(pack.pack, &pack.entries);
+        if let Err(e) = self.write(&new, None) {
+            tracing::warn!(cache = %self.path.display(), "dedupe index cache not written: {e}");
+        }
     }
 
     fn io(&self, what: &str, e: std::io::Error) -> Error {

@@ -608,6 +608,7 @@ fn run_pass(
                     stored: 0,
                     packs: 0,
                     progress: opts.progress.clone(),
+                    cache: index_c.cache.clone(),
                 };
                 // The collector re-reads changed files itself, so it needs its own view of the source.
                 let reread = ReopenOnly;

@@ -18,6 +18,9 @@ pub(super) struct Uploader {
     pub(super) stored: u64,
     pub(super) packs: u64,
     pub(super) progress: Option<Arc<Progress>>,
+    /// The dedupe index cache: a pack this host stored is added as soon as its index is, so the next pass does
+    /// not read it back from the destination.
+    pub(super) cache: Option<crate::index::IndexCache>,
 }
 
 impl Uploader {
@@ -46,6 +49,7 @@ impl Uploader {
             .map_err(|_| Error::new(ErrorKind::Cancelled, "upload budget closed"))?;
         let store = self.store.clone();
         let progress = self.progress.clone();
+        let cache = self.cache.clone();
         self.packs += 1;
         self.tasks.spawn_on(
             async move {
@@ -69,6 +73,12 @@ impl Uploader {
                     }
                 };
                 let written = pack_bytes + create(&store, &layout::index_key(&sealed.id), &sealed.index).await?;
+                if let Some(cache) = cache {
+                    // Best effort, like every use of the cache (a few KiB appended; waited for, so that the pass,
+                    // and the process, do not end in the middle of it).
+                    let pack = sealed.decoded;
+                    let _ = tokio::task::spawn_blocking(move || cache.add(&pack)).await;
+                }
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::debug!(pack = %sealed.id, bytes = pack_bytes, index = sealed.index.len(), ms, "pack stored");
                 if let Some(p) = progress {
