@@ -200,8 +200,8 @@ pub struct MigrateArgs {
     #[arg(long, hide = true)]
     pub no_dictionary: bool,
     /// Local directory for copies of destinations' pack indexes (the dedupe index): each migration then reads from
-    /// the destination only the pack indexes written since the last one on this host, instead of one GET per pack
-    /// in the destination. About 52 bytes per distinct blob on disk; safe to delete at any time [default:
+    /// the destination only the pack indexes this host has neither read nor written before, instead of one GET per
+    /// pack in the destination. About 52 bytes per distinct blob on disk; safe to delete at any time [default:
     /// $XDG_CACHE_HOME/mover/index, else ~/.cache/mover/index].
     #[arg(long, value_name = "DIR", env = "MOVER_INDEX_CACHE")]
     pub index_cache: Option<PathBuf>,
