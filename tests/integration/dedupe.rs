@@ -155,3 +155,64 @@ fn the_index_cache_saves_a_get_per_known_pack() {
         assert_same_tree(&last, &to);
     }
 }
+
+/// Several moverd processes migrating into one destination at once share one index cache file: appends and
+/// rewrites under the file lock leave it whole, every mailbox restores, and afterwards the cache holds every pack.
+#[test]
+fn concurrent_migrations_share_the_index_cache() {
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("dest");
+    let cache = work.path().join("cache");
+    let sources: Vec<_> = (0..6u64)
+        .map(|i| {
+            let src = work.path().join(format!("m{i}"));
+            for j in 0..20 {
+                // Half the bodies shared between mailboxes, half their own.
+                let body = noise(if j % 2 == 0 { j } else { i * 1000 + j }, 2000 + 50 * j as usize);
+                let m = message(&[("Subject", &format!("{i}/{j}")[..])], &body, "\n");
+                write_file(&src.join(format!("cur/{j}.host:2,S")), &m, 1_600_000_000);
+            }
+            std::fs::create_dir_all(src.join("new")).unwrap();
+            src
+        })
+        .collect();
+    let children: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            moverd_cmd()
+                .args(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", &format!("m{i}")])
+                .args(["--index-cache", cache.to_str().unwrap(), "--json"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "warnings: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for (i, src) in sources.iter().enumerate() {
+        let to = work.path().join(format!("restored-{i}"));
+        let mailbox = format!("m{i}");
+        moverd_ok(["verify", dest.to_str().unwrap(), "--mailbox", &mailbox], EXIT_OK);
+        moverd_ok(["restore", dest.to_str().unwrap(), "--mailbox", &mailbox, "--to", to.to_str().unwrap()], EXIT_OK);
+        assert_same_tree(src, &to);
+    }
+    // Every pack is in the cache now: a new mailbox reads none of their indexes (the same migration without the
+    // cache reads all of them).
+    let packs = std::fs::read_dir(dest.join("index")).unwrap().count() as u64;
+    assert!(packs >= 6, "{packs} packs");
+    let run = |name: &str, cache_args: &[&str]| -> u64 {
+        let mut args =
+            vec!["migrate", sources[0].to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", name, "--json"];
+        args.extend_from_slice(cache_args);
+        let s: serde_json::Value = serde_json::from_str(&moverd_ok(args, EXIT_OK)).unwrap();
+        s["requests"]["get_requests"].as_u64().unwrap()
+    };
+    let uncached = run("again-without", &["--no-index-cache"]);
+    let cached = run("again-with", &["--index-cache", cache.to_str().unwrap()]);
+    assert_eq!(uncached - cached, packs);
+}

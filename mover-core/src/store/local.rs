@@ -96,15 +96,23 @@ impl Inner {
     }
 
     /// A new temporary file, created (never an existing one opened) and locked while it is written, so that a
-    /// store opened meanwhile by another process does not take it for a leftover.
+    /// store opened meanwhile by another process does not take it for a leftover. Creating and locking are two
+    /// steps: a store opened by another process between them can lock the new file first and remove it, so once
+    /// locked the file must still be the one at its path (else another name is tried). Once it holds the lock,
+    /// nothing removes it.
     fn tmp_file(&self) -> Result<(PathBuf, File)> {
+        use std::os::unix::fs::MetadataExt;
         loop {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let tmp = self.root.join(TMP_DIR).join(format!("{}-{}-{n}", std::process::id(), self.token));
             match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
                 Ok(f) => {
                     f.lock().map_err(|e| Error::io(format!("locking {}", tmp.display()), e))?;
-                    return Ok((tmp, f));
+                    let held = f.metadata().map_err(|e| Error::io(format!("stat {}", tmp.display()), e))?;
+                    match fs::symlink_metadata(&tmp) {
+                        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok((tmp, f)),
+                        _ => continue,
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(format!("creating {}", tmp.display()), e)),
@@ -371,6 +379,31 @@ mod tests {
         drop(w);
         assert_eq!(store.head("packs/cd/y.pack").await.unwrap(), None);
         assert_eq!(tmp_files(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_survive_the_store_being_opened_again_meanwhile() {
+        // Another migration opening the directory removes the temporary files it can lock; one just created and
+        // not locked yet must not be lost by the writer that created it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::create(dir.path()).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (root, stop2) = (dir.path().to_path_buf(), stop.clone());
+        let opener = std::thread::spawn(move || {
+            let mut opened = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                LocalStore::create(&root).unwrap();
+                opened += 1;
+            }
+            opened
+        });
+        for i in 0..300 {
+            let key = format!("mailboxes/m/pass-{i:08}.manifest");
+            store.put(&key, Bytes::from(format!("object {i}")), PutMode::Create).await.unwrap();
+            assert_eq!(store.get(&key).await.unwrap(), format!("object {i}").as_bytes());
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(opener.join().unwrap() > 0);
     }
 
     #[test]
