@@ -8,8 +8,9 @@
 //! Within one run every blob the index names is durable by the time the run's manifest is committed, because the
 //! manifest is written only after every pack of the run is acknowledged by the store.
 //!
-//! [`IndexCache`] keeps a local copy of the pack indexes a host has read, so that each pass reads from the
-//! destination only the pack indexes written since (it still lists them all, and builds the whole table in memory).
+//! [`IndexCache`] keeps a local copy of the pack indexes a host has read or written, so that each pass reads from
+//! the destination only the pack indexes other hosts wrote since (it still lists them all, and builds the whole
+//! table in memory).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -57,7 +58,7 @@ struct Table {
     slots: IdMap<Slot>,
     /// Pack ids by number.
     packs: Vec<PackId>,
-    numbers: HashMap<PackId, u32>,
+    numbers: HashMap<PackId, u32, BuildHasherDefault<IdHasher>>,
     /// Locations that do not fit in a slot (none can: segments are at most 64 MiB; kept so that nothing depends
     /// on it).
     wide: IdMap<BlobLoc>,

@@ -108,7 +108,7 @@ pub struct MigrateOptions {
     /// reads dictionary frames whether or not later migrations use them.
     pub dictionaries: bool,
     /// A directory for a local copy of the destination's pack indexes ([`crate::index::IndexCache`]): each pass
-    /// then reads only the pack indexes written since the last pass on this host, instead of one per pack in the
+    /// then reads only the pack indexes this host has neither read nor written, instead of one per pack in the
     /// destination. `None` (the default): read them all from the destination.
     pub index_cache: Option<PathBuf>,
 }
