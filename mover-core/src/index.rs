@@ -175,12 +175,14 @@ impl BlobIndex {
             .filter_map(|m| layout::pack_id_from_index_key(&m.key).map(|id| (id, m.key)))
             .collect();
         let mut stats = LoadStats { packs: listed.len(), ..LoadStats::default() };
+        // The packs listed, for reading the cache and for rewriting it.
+        let ids: std::sync::Arc<HashSet<PackId>> = std::sync::Arc::new(listed.keys().copied().collect());
         let index = BlobIndex::new();
         let mut from_cache = HashSet::new();
         let mut read_back = None;
         if let Some(cache) = cache {
-            let (cache2, listed2) = (cache.clone(), listed.keys().copied().collect::<HashSet<_>>());
-            let read = tokio::task::spawn_blocking(move || cache2.read(&listed2)).await;
+            let (cache2, ids2) = (cache.clone(), ids.clone());
+            let read = tokio::task::spawn_blocking(move || cache2.read(&ids2)).await;
             match read.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string())).and_then(|r| r) {
                 Ok(read) => {
                     *index.map.write().unwrap() = read.map;
@@ -227,8 +229,9 @@ impl BlobIndex {
             };
             if rewrite || !fetched.bytes.is_empty() {
                 let cache2 = cache.clone();
-                let keep: HashSet<PackId> = listed.into_keys().collect();
-                let write = tokio::task::spawn_blocking(move || cache2.write(&fetched, rewrite.then_some(&keep))).await;
+                let keep = ids.clone();
+                let write =
+                    tokio::task::spawn_blocking(move || cache2.write(&fetched, rewrite.then_some(&*keep))).await;
                 if let Err(e) =
                     write.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string())).and_then(|r| r)
                 {

@@ -41,6 +41,28 @@ where
     moverd_cmd().args(args).env("MOVER_LOG", "warn").output().expect("moverd runs")
 }
 
+/// Start every command at once (stdout discarded) and require each to succeed with nothing on stderr: no error,
+/// no warning.
+#[track_caller]
+pub fn all_at_once_quietly(commands: impl IntoIterator<Item = Command>) {
+    let children: Vec<_> = commands
+        .into_iter()
+        .map(|mut cmd| {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("moverd runs")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{}: {}",
+            out.status,
+            &stderr[stderr.len().saturating_sub(4000)..]
+        );
+    }
+}
+
 /// Run moverd and require `code`; returns stdout as text.
 #[track_caller]
 pub fn moverd_ok<I, S>(args: I, code: i32) -> String

@@ -176,24 +176,15 @@ fn concurrent_migrations_share_the_index_cache() {
             src
         })
         .collect();
-    let children: Vec<_> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, src)| {
-            moverd_cmd()
-                .args(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", &format!("m{i}")])
-                .args(["--index-cache", cache.to_str().unwrap(), "--json"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.stderr.is_empty(), "warnings: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    all_at_once_quietly(sources.iter().enumerate().map(|(i, src)| {
+        let mut cmd = moverd_cmd();
+        cmd.args(["migrate", src.to_str().unwrap(), dest.to_str().unwrap(), "--mailbox", &format!("m{i}")]).args([
+            "--index-cache",
+            cache.to_str().unwrap(),
+            "--json",
+        ]);
+        cmd
+    }));
     for (i, src) in sources.iter().enumerate() {
         let to = work.path().join(format!("restored-{i}"));
         let mailbox = format!("m{i}");

@@ -255,32 +255,14 @@ async fn concurrent_migrations_into_one_s3_destination() {
     let (state, cache) = (work.path().join("state"), work.path().join("cache"));
     let (srv, url2, sources2) = (&server, url.clone(), sources.clone());
     tokio::task::block_in_place(move || {
-        let children: Vec<_> = sources2
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                moverd_cmd()
-                    .args([OsStr::new("migrate"), src.as_os_str(), OsStr::new(&url2)])
-                    .args(["--mailbox", &format!("m{i}"), "--json"])
-                    .args([
-                        OsStr::new("--state-dir"),
-                        state.as_os_str(),
-                        OsStr::new("--index-cache"),
-                        cache.as_os_str(),
-                    ])
-                    .envs(srv.aws_env())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{}", tail(&stderr));
-            assert!(!stderr.contains("WARN"), "{}", tail(&stderr));
-        }
+        all_at_once_quietly(sources2.iter().enumerate().map(|(i, src)| {
+            let mut cmd = moverd_cmd();
+            cmd.args([OsStr::new("migrate"), src.as_os_str(), OsStr::new(&url2)])
+                .args(["--mailbox", &format!("m{i}"), "--json"])
+                .args([OsStr::new("--state-dir"), state.as_os_str(), OsStr::new("--index-cache"), cache.as_os_str()])
+                .envs(srv.aws_env());
+            cmd
+        }));
         for (i, src) in sources2.iter().enumerate() {
             let (mailbox, to) = (format!("m{i}"), work.path().join(format!("restored-{i}")));
             let os = |s: &str| OsStr::new(s).to_os_string();
