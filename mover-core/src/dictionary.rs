@@ -195,7 +195,7 @@ pub fn sample(path: &Path) -> Result<(Samples, Samples)> {
         let Ok(entry) = entry else { continue };
         let EntryKind::File { maildir } = entry.kind else { continue };
         let want = (SAMPLE_READ_BUDGET - read).min(if maildir.is_some() { 64 << 10 } else { 4 << 20 });
-        let Ok(prefix) = read_prefix(&entry.abs, want) else { continue };
+        let Ok(prefix) = read_prefix(&entry.abs(), want) else { continue };
         read += prefix.len();
         if maildir.is_some() {
             if prefix.len() as u64 >= entry.stat.size {

@@ -6,7 +6,7 @@
 //! its pieces (`msg` and `data`) and closed by an `end` record. The next pass of the same mailbox is written as a new
 //! manifest; unchanged files are carried over record for record. `docs/FORMAT.md` is the normative description.
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufReader, Read, Seek, Write};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -70,18 +70,47 @@ impl Serialize for ByteStr {
 
 impl<'de> Deserialize<'de> for ByteStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            B64 { b64: String },
-        }
-        match Repr::deserialize(d)? {
-            Repr::Text(t) => Ok(ByteStr(t.into_bytes())),
-            Repr::B64 { b64 } => {
-                base64::engine::general_purpose::STANDARD.decode(b64).map(ByteStr).map_err(serde::de::Error::custom)
+        d.deserialize_any(BytesVisitor).map(|b| ByteStr(b.into_owned()))
+    }
+}
+
+/// [`ByteStr`]'s two forms, borrowed from the input when it is a JSON string without escapes (as most paths are):
+/// reading a manifest then allocates nothing for them. A visitor rather than an untagged enum, which would buffer
+/// every value first.
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = std::borrow::Cow<'de, [u8]>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or {\"b64\": string}")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v.as_bytes()))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.as_bytes().to_vec()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.into_bytes()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut b64: Option<String> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "b64" {
+                if b64.is_some() {
+                    return Err(serde::de::Error::duplicate_field("b64"));
+                }
+                b64 = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
+        let b64 = b64.ok_or_else(|| serde::de::Error::missing_field("b64"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(std::borrow::Cow::Owned)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -541,7 +570,7 @@ impl Manifest {
 
     /// The records, in order, each with its encoded line (for carrying unchanged files over).
     pub fn records(&self) -> Result<RecordReader> {
-        Ok(RecordReader { lines: self.raw_records()?, key: self.key.clone(), line_no: 0 })
+        Ok(RecordReader::new(self.raw_records()?.into_inner(), self.key.clone()))
     }
 
     /// The record lines, decompressed, as one stream of bytes.
@@ -555,12 +584,10 @@ impl Manifest {
 }
 
 /// A record as far as carrying a file over to the next pass needs it ([`RecordReader::carried`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carried {
-    /// A file's first record, parsed.
+    /// A file's first record, parsed (its path is [`CarriedReader::peek`]'s second value).
     File {
-        /// Relative path.
-        path: Vec<u8>,
         /// Size in bytes.
         size: u64,
         /// Modification time, ns since the Unix epoch.
@@ -582,32 +609,58 @@ fn record_kind(line: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-/// [`RecordReader`] for carrying files over: only file records are parsed; the others (a few hundred bytes of
-/// JSON per message, which the previous manifest's body hash already vouches for) are told apart by their kind and
-/// copied as they are. On a no-change re-run, parsing every message record was most of the reader's work.
-pub struct CarriedReader(RecordReader);
+/// [`RecordReader`] for carrying files over, a cursor over the records: only file records are parsed; the others
+/// (a few hundred bytes of JSON per message, which the previous manifest's body hash already vouches for) are told
+/// apart by their kind and copied as they are. On a no-change re-run, parsing every message record was most of the
+/// reader's work; the lines are read in place, so a record costs no allocation either.
+pub struct CarriedReader {
+    records: RecordReader,
+    /// The record under the cursor, and the range of its line in `records`' buffer; `None` when the cursor has
+    /// been moved past it (the next [`CarriedReader::peek`] reads the next one).
+    current: Option<(Carried, std::ops::Range<usize>)>,
+    /// The path of the file record under the cursor.
+    path: Vec<u8>,
+}
 
-impl Iterator for CarriedReader {
-    type Item = Result<(Carried, Vec<u8>)>;
+impl CarriedReader {
+    /// The record under the cursor and, for a file record, its path (empty otherwise); `None` at the end.
+    pub fn peek(&mut self) -> Result<Option<(Carried, &[u8])>> {
+        if self.current.is_none() {
+            let Some(range) = self.records.next_line_range()? else { return Ok(None) };
+            let kind = self.classify(range.clone())?;
+            self.current = Some((kind, range));
+        }
+        let (kind, _) = self.current.as_ref().expect("read above");
+        let path = if matches!(kind, Carried::File { .. }) { &self.path[..] } else { &[][..] };
+        Ok(Some((*kind, path)))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let line = match self.0.next_line()? {
-            Ok(l) => l,
-            Err(e) => return Some(Err(e)),
-        };
-        let cheap = match record_kind(&line) {
+    /// The line of the record under the cursor (with its newline), as the previous pass wrote it.
+    pub fn line(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[][..], |(_, range)| &self.records.buf[range.clone()])
+    }
+
+    /// Move past the record under the cursor.
+    pub fn advance(&mut self) {
+        self.current = None;
+    }
+
+    fn classify(&mut self, range: std::ops::Range<usize>) -> Result<Carried> {
+        let line = &self.records.buf[range];
+        let cheap = match record_kind(line) {
             Some(b"file") => {
                 // Straight into the three fields needed (serde's internally tagged enums buffer every field first).
                 #[derive(Deserialize)]
-                struct FileLite {
-                    path: ByteStr,
+                struct FileLite<'a> {
+                    #[serde(borrow, deserialize_with = "borrowed_bytes")]
+                    path: std::borrow::Cow<'a, [u8]>,
                     size: u64,
                     mtime: i64,
                 }
-                serde_json::from_slice::<FileLite>(&line).ok().map(|f| Carried::File {
-                    path: f.path.0,
-                    size: f.size,
-                    mtime: f.mtime,
+                serde_json::from_slice::<FileLite>(line).ok().map(|f| {
+                    self.path.clear();
+                    self.path.extend_from_slice(&f.path);
+                    Carried::File { size: f.size, mtime: f.mtime }
                 })
             }
             Some(b"msg") => Some(Carried::Msg),
@@ -616,23 +669,33 @@ impl Iterator for CarriedReader {
             _ => None,
         };
         if let Some(c) = cheap {
-            return Some(Ok((c, line)));
+            return Ok(c);
         }
-        Some(self.0.parse(line).map(|(r, line)| {
-            let c = match r {
-                Record::File { path, size, mtime, .. } => Carried::File { path: path.0, size, mtime },
-                Record::Msg { .. } => Carried::Msg,
-                Record::End { .. } => Carried::End,
-                _ => Carried::Other,
-            };
-            (c, line)
-        }))
+        // Not as mover writes it: a full parse says what it is, or why it is not a record.
+        Ok(match self.records.parse(line)? {
+            Record::File { path, size, mtime, .. } => {
+                self.path = path.0;
+                Carried::File { size, mtime }
+            }
+            Record::Msg { .. } => Carried::Msg,
+            Record::End { .. } => Carried::End,
+            _ => Carried::Other,
+        })
     }
+}
+
+fn borrowed_bytes<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<std::borrow::Cow<'de, [u8]>, D::Error> {
+    d.deserialize_any(BytesVisitor)
 }
 
 /// Iterator over the records of a manifest, with their encoded lines.
 pub struct RecordReader {
-    lines: BufReader<zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>>,
+    records: zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>,
+    /// Decompressed lines; `buf[start..end]` are not read yet.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
     key: String,
     line_no: u64,
 }
@@ -643,27 +706,57 @@ impl std::fmt::Debug for RecordReader {
     }
 }
 
+/// [`RecordReader`]'s buffer to begin with (it grows to hold the longest line).
+const RECORD_BUF: usize = 64 << 10;
+
 impl RecordReader {
-    /// Only as much parsing as carrying files over needs, see [`CarriedReader`].
-    pub fn carried(self) -> CarriedReader {
-        CarriedReader(self)
+    fn new(records: zstd::stream::read::Decoder<'static, BufReader<std::io::Cursor<Bytes>>>, key: String) -> Self {
+        RecordReader { records, buf: vec![0; RECORD_BUF], start: 0, end: 0, eof: false, key, line_no: 0 }
     }
 
-    fn next_line(&mut self) -> Option<Result<Vec<u8>>> {
-        let mut line = Vec::new();
-        match self.lines.read_until(b'\n', &mut line) {
-            Ok(0) => None,
-            Ok(_) => {
+    /// Only as much parsing as carrying files over needs, see [`CarriedReader`].
+    pub fn carried(self) -> CarriedReader {
+        CarriedReader { records: self, current: None, path: Vec::new() }
+    }
+
+    /// The next line (with its newline, if it has one), as a range of `buf` valid until the next call.
+    fn next_line_range(&mut self) -> Result<Option<std::ops::Range<usize>>> {
+        let mut searched = self.start;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[searched..self.end]) {
+                let line = self.start..searched + i + 1;
+                self.start = line.end;
                 self.line_no += 1;
-                Some(Ok(line))
+                return Ok(Some(line));
             }
-            Err(e) => Some(Err(Error::corrupt(format!("manifest {} body: {e}", self.key)))),
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let line = self.start..self.end;
+                self.start = self.end;
+                self.line_no += 1;
+                return Ok(Some(line));
+            }
+            // Keep the partial line, at the front, and read more after it.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            searched = self.end;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            match self.records.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::corrupt(format!("manifest {} body: {e}", self.key))),
+            }
         }
     }
 
-    fn parse(&self, line: Vec<u8>) -> Result<(Record, Vec<u8>)> {
-        serde_json::from_slice::<Record>(&line)
-            .map(|r| (r, line))
+    fn parse(&self, line: &[u8]) -> Result<Record> {
+        serde_json::from_slice::<Record>(line)
             .map_err(|e| Error::corrupt(format!("manifest {} record {}: {e}", self.key, self.line_no)))
     }
 }
@@ -672,8 +765,12 @@ impl Iterator for RecordReader {
     type Item = Result<(Record, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let line = self.next_line()?;
-        Some(line.and_then(|l| self.parse(l)))
+        let range = match self.next_line_range() {
+            Ok(r) => r?,
+            Err(e) => return Some(Err(e)),
+        };
+        let line = &self.buf[range];
+        Some(self.parse(line).map(|r| (r, line.to_vec())))
     }
 }
 
@@ -779,11 +876,18 @@ mod tests {
         assert_eq!(back, recs);
         // Carrying over reads the same lines and tells the records apart as a full parse does.
         let full: Vec<Vec<u8>> = m.records().unwrap().map(|r| r.unwrap().1).collect();
-        let carried: Vec<(Carried, Vec<u8>)> = m.records().unwrap().carried().map(|r| r.unwrap()).collect();
-        assert_eq!(carried.iter().map(|c| c.1.clone()).collect::<Vec<_>>(), full);
-        let kinds: Vec<Carried> = carried.into_iter().map(|c| c.0).collect();
-        let file = Carried::File { path: b"a/cur/x\xff:2,S".to_vec(), size: 20, mtime: -3 };
-        assert_eq!(kinds, vec![Carried::Other, file, Carried::Msg, Carried::End]);
+        let mut cursor = m.records().unwrap().carried();
+        let mut carried = Vec::new();
+        while let Some((kind, path)) = cursor.peek().unwrap() {
+            carried.push((kind, path.to_vec(), cursor.line().to_vec()));
+            assert_eq!(cursor.peek().unwrap().unwrap().0, kind, "peeking again stays on the record");
+            cursor.advance();
+        }
+        assert_eq!(carried.iter().map(|c| c.2.clone()).collect::<Vec<_>>(), full);
+        let kinds: Vec<(Carried, Vec<u8>)> = carried.into_iter().map(|c| (c.0, c.1)).collect();
+        let file = (Carried::File { size: 20, mtime: -3 }, b"a/cur/x\xff:2,S".to_vec());
+        let other = |c| (c, Vec::new());
+        assert_eq!(kinds, vec![other(Carried::Other), file, other(Carried::Msg), other(Carried::End)]);
         let mut broken = obj.to_vec();
         let n = broken.len();
         broken[n - 3] ^= 0xff;

@@ -295,16 +295,16 @@ impl Collector<'_> {
                 self.quarantine(&path.0, offset, reason, stored)
             }
             Event::Record(r) => self.manifest.write(&r),
-            Event::Reused { lines, count, messages, size } => {
-                self.manifest.write_lines(&lines, count)?;
-                self.stats.files += 1;
-                self.stats.unchanged_files += 1;
-                self.stats.messages += messages;
-                self.stats.source_bytes += size;
+            Event::Reused(carry) => {
+                self.manifest.write_lines(&carry.lines, carry.count)?;
+                self.stats.files += carry.files;
+                self.stats.unchanged_files += carry.files;
+                self.stats.messages += carry.messages;
+                self.stats.source_bytes += carry.size;
                 if let Some(p) = &self.opts.progress {
-                    p.files.fetch_add(1, Ordering::Relaxed);
-                    p.messages.fetch_add(messages, Ordering::Relaxed);
-                    p.bytes.fetch_add(size, Ordering::Relaxed);
+                    p.files.fetch_add(carry.files, Ordering::Relaxed);
+                    p.messages.fetch_add(carry.messages, Ordering::Relaxed);
+                    p.bytes.fetch_add(carry.size, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -342,7 +342,7 @@ impl Collector<'_> {
             Event::FileEnd { entry, version, hash } => self.file_end(entry, version, hash),
             Event::FileFailed { entry, offset, error } => {
                 self.spool = None;
-                self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs.display()), false)
+                self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs().display()), false)
             }
         }
     }
@@ -426,12 +426,12 @@ impl Collector<'_> {
                     None,
                     format!(
                         "{}: changed while being read ({attempt} attempts); not stored, the next pass will retry",
-                        entry.abs.display()
+                        entry.abs().display()
                     ),
                     false,
                 );
             }
-            tracing::info!(path = %entry.abs.display(), attempt, "file changed while being read; reading it again");
+            tracing::info!(path = %entry.abs().display(), attempt, "file changed while being read; reading it again");
             // Re-read in this thread, processing each piece as it comes.
             let reader = Reader {
                 policy: &self.opts.read,
@@ -454,7 +454,7 @@ impl Collector<'_> {
             })?;
             if let Some((offset, error)) = failed {
                 self.spool = None;
-                return self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs.display()), false);
+                return self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs().display()), false);
             }
             let (v, h) = end.expect("read_file ends with FileEnd or FileFailed");
             version = v;
@@ -469,12 +469,12 @@ impl Collector<'_> {
         if self.source_is_single && spool.kind == FileKind::Opaque && size > 0 {
             let reason = format!(
                 "{}: does not start with an mbox From_ line (offset 0); carried as opaque data",
-                entry.abs.display()
+                entry.abs().display()
             );
             self.quarantine(&entry.rel, Some(0), reason, true)?;
         }
         for (offset, reason) in std::mem::take(&mut spool.notes) {
-            self.quarantine(&entry.rel, Some(offset), format!("{}: {reason}", entry.abs.display()), true)?;
+            self.quarantine(&entry.rel, Some(offset), format!("{}: {reason}", entry.abs().display()), true)?;
         }
         self.stats.files += 1;
         self.stats.messages += spool.messages;

@@ -242,12 +242,7 @@ enum Event {
     /// A record that needs no processing (directory, link, quarantine).
     Record(Record),
     /// Records carried over from the previous pass for an unchanged file.
-    Reused {
-        lines: Vec<u8>,
-        count: u64,
-        messages: u64,
-        size: u64,
-    },
+    Reused(read::Carry),
     FileStart {
         entry: Entry,
         record: Record,
@@ -308,7 +303,7 @@ impl Event {
         match self {
             Event::PieceIn(PieceIn::Msg { msg, .. }) => msg.len() + 256,
             Event::PieceIn(PieceIn::Data { data, .. }) => data.len() + 256,
-            Event::Reused { lines, .. } => lines.len(),
+            Event::Reused(carry) => carry.lines.len(),
             _ => 256,
         }
     }
@@ -552,7 +547,7 @@ fn run_pass(
 ) -> Result<PassResult> {
     let pool = worker_pool(opts.threads)?;
     let prev_cursor = match &prev {
-        Some(m) => Some(PrevCursor { records: m.records()?.carried().peekable() }),
+        Some(m) => Some(PrevCursor { records: m.records()?.carried() }),
         None => None,
     };
     let is_dir = source.is_dir();

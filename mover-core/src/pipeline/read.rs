@@ -8,60 +8,63 @@ use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Sourc
 
 /// The previous pass's manifest, read in step with the walk.
 pub(super) struct PrevCursor {
-    pub(super) records: std::iter::Peekable<CarriedReader>,
+    pub(super) records: CarriedReader,
 }
 
-pub(super) struct PrevFile {
+/// What was carried over of one or more unchanged files: their records' lines, as the previous pass wrote them.
+#[derive(Default)]
+pub(super) struct Carry {
     pub(super) lines: Vec<u8>,
+    /// Records in `lines`.
     pub(super) count: u64,
+    pub(super) files: u64,
     pub(super) messages: u64,
+    /// Source bytes.
     pub(super) size: u64,
 }
 
 impl PrevCursor {
-    /// The previous pass's records of the file at `rel`, if it was recorded with `size` and `mtime` (then its
-    /// content, and so its kind, are taken to be unchanged, as rsync and every backup tool do).
-    pub(super) fn take_file(&mut self, rel: &[u8], size: u64, mtime: i64) -> Result<Option<PrevFile>> {
+    /// Carry the file at `rel` over into `into` if the previous pass recorded it with `size` and `mtime` (then its
+    /// content, and so its kind, are taken to be unchanged, as rsync and every backup tool do); false, and `into`
+    /// unchanged, if not.
+    pub(super) fn take_file(&mut self, rel: &[u8], size: u64, mtime: i64, into: &mut Carry) -> Result<bool> {
         loop {
-            let order = match self.records.peek() {
-                None => return Ok(None),
-                Some(Err(_)) => return Err(self.records.next().expect("peeked").expect_err("is error")),
-                Some(Ok((Carried::File { path, .. }, _))) => source::walk_cmp(path, rel),
-                Some(Ok(_)) => {
-                    self.records.next();
+            let (recorded, order) = match self.records.peek()? {
+                None => return Ok(false),
+                Some((Carried::File { size, mtime }, path)) => ((size, mtime), source::walk_cmp(path, rel)),
+                Some(_) => {
+                    self.records.advance();
                     continue;
                 }
             };
             match order {
-                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Greater => return Ok(false),
                 std::cmp::Ordering::Less => self.skip_block(None)?,
                 std::cmp::Ordering::Equal => {
-                    let Some(Ok((Carried::File { size: s, mtime: m, .. }, _))) = self.records.peek() else {
-                        unreachable!("peeked a file record")
-                    };
-                    if (*s, *m) != (size, mtime) {
+                    if recorded != (size, mtime) {
                         self.skip_block(None)?;
-                        return Ok(None);
+                        return Ok(false);
                     }
-                    let mut prev = PrevFile { lines: Vec::new(), count: 0, messages: 0, size };
-                    self.skip_block(Some(&mut prev))?;
-                    return Ok(Some(prev));
+                    self.skip_block(Some(into))?;
+                    into.files += 1;
+                    into.size += size;
+                    return Ok(true);
                 }
             }
         }
     }
 
     /// Consume one file's records (File … End), collecting them into `into`.
-    pub(super) fn skip_block(&mut self, mut into: Option<&mut PrevFile>) -> Result<()> {
-        for rec in self.records.by_ref() {
-            let (rec, line) = rec?;
-            if let Some(p) = into.as_deref_mut() {
-                p.lines.extend_from_slice(&line);
-                p.count += 1;
+    pub(super) fn skip_block(&mut self, mut into: Option<&mut Carry>) -> Result<()> {
+        while let Some((rec, _)) = self.records.peek()? {
+            if let Some(c) = into.as_deref_mut() {
+                c.lines.extend_from_slice(self.records.line());
+                c.count += 1;
                 if rec == Carried::Msg {
-                    p.messages += 1;
+                    c.messages += 1;
                 }
             }
+            self.records.advance();
             if rec == Carried::End {
                 return Ok(());
             }
@@ -93,7 +96,7 @@ impl Reader<'_> {
             Ok(o) => o,
             Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
         };
-        let content = match source::read::read_content(&mut open, &entry.abs, self.policy) {
+        let content = match source::read::read_content(&mut open, &entry.abs(), self.policy) {
             Ok(c) => c,
             Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: None, error }),
         };
@@ -117,7 +120,7 @@ impl Reader<'_> {
             Content::Stream => {
                 let mut head = vec![0u8; mbox::SNIFF_LEN];
                 let n = read_at(&open.file, &mut head, 0)
-                    .map_err(|e| Error::io(format!("reading {}", entry.abs.display()), e));
+                    .map_err(|e| Error::io(format!("reading {}", entry.abs().display()), e));
                 let n = match n {
                     Ok(n) => n,
                     Err(error) => return emit(Event::FileFailed { entry: entry.clone(), offset: Some(0), error }),
@@ -165,7 +168,7 @@ impl Reader<'_> {
             return emit(Event::FileFailed { entry: entry.clone(), offset: None, error });
         }
         if let Some(hook) = self.after_read {
-            hook(&entry.abs);
+            hook(&entry.abs());
         }
         let hash = hasher.map(|h| ContentId::from_hash(h.finalize()));
         let version = if in_memory {
@@ -276,7 +279,7 @@ impl Reader<'_> {
             let old = pending.len();
             pending.resize(old + to_read, 0);
             let n = read_at(&open.file, &mut pending[old..], pos)
-                .map_err(|e| Error::io(format!("reading {} at offset {pos}", entry.abs.display()), e))?;
+                .map_err(|e| Error::io(format!("reading {} at offset {pos}", entry.abs().display()), e))?;
             pending.truncate(old + n);
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&pending[old..]);
@@ -291,7 +294,7 @@ impl Reader<'_> {
                 if !pending.is_empty() {
                     return Err(Error::bad_input(format!(
                         "{}: {} bytes left unsplit at offset {base}",
-                        entry.abs.display(),
+                        entry.abs().display(),
                         pending.len()
                     )));
                 }
@@ -315,6 +318,59 @@ pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std:
     Ok(done)
 }
 
+/// Events on their way to the collector, sent in batches of about `batch_bytes`.
+struct Batcher {
+    events: Vec<Event>,
+    weight: usize,
+    batch_bytes: usize,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    budget: Arc<Budget>,
+}
+
+impl Batcher {
+    fn emit(&mut self, ev: Event) -> Result<()> {
+        self.weight += ev.weight();
+        self.events.push(ev);
+        self.send_if_full()
+    }
+
+    /// Where the next unchanged file's records go: unchanged files in a row go to the collector as one event, one
+    /// buffer of lines rather than one per file. Call [`Batcher::carried`] after.
+    fn carry(&mut self) -> &mut Carry {
+        if !matches!(self.events.last(), Some(Event::Reused(_))) {
+            self.events.push(Event::Reused(Carry::default()));
+        }
+        match self.events.last_mut() {
+            Some(Event::Reused(carry)) => carry,
+            _ => unreachable!("pushed above"),
+        }
+    }
+
+    /// After [`Batcher::carry`]: `added` bytes of lines were carried (none: the file was not, and an event that
+    /// carries nothing is taken back).
+    fn carried(&mut self, added: usize) -> Result<()> {
+        if added == 0 {
+            if matches!(self.events.last(), Some(Event::Reused(c)) if c.files == 0) {
+                self.events.pop();
+            }
+            return Ok(());
+        }
+        self.weight += added;
+        self.send_if_full()
+    }
+
+    fn send_if_full(&mut self) -> Result<()> {
+        if self.weight >= self.batch_bytes { self.send() } else { Ok(()) }
+    }
+
+    fn send(&mut self) -> Result<()> {
+        let permit = self.budget.acquire(self.weight);
+        self.weight = 0;
+        let events = std::mem::take(&mut self.events);
+        self.tx.send(Batch { events, permit }).map_err(|_| Error::new(ErrorKind::Cancelled, "the collector stopped"))
+    }
+}
+
 /// The reader thread: walk the source, carry unchanged files over, read the rest, send batches.
 pub(super) fn reader_thread(
     mut source: Box<dyn Source>,
@@ -325,24 +381,12 @@ pub(super) fn reader_thread(
     budget: Arc<Budget>,
 ) -> Result<()> {
     let reader = Reader { policy: &opts.read, max_blob: opts.max_blob, after_read: opts.after_read.as_ref() };
-    let mut batch: Vec<Event> = Vec::new();
-    let mut weight = 0usize;
-    let cancelled = || Error::new(ErrorKind::Cancelled, "the collector stopped");
-    let mut emit = |ev: Event| -> Result<()> {
-        weight += ev.weight();
-        batch.push(ev);
-        if weight >= opts.batch_bytes {
-            let permit = budget.acquire(weight);
-            tx.send(Batch { events: std::mem::take(&mut batch), permit }).map_err(|_| cancelled())?;
-            weight = 0;
-        }
-        Ok(())
-    };
+    let mut out = Batcher { events: Vec::new(), weight: 0, batch_bytes: opts.batch_bytes, tx, budget };
     while let Some(next) = source.next_entry() {
         let entry = match next {
             Ok(e) => e,
             Err(w) => {
-                emit(Event::Record(Record::Quarantine {
+                out.emit(Event::Record(Record::Quarantine {
                     path: ByteStr(w.rel),
                     offset: None,
                     reason: w.error.to_string(),
@@ -353,45 +397,48 @@ pub(super) fn reader_thread(
         };
         match &entry.kind {
             EntryKind::Dir => {
-                emit(Event::Record(Record::Dir {
+                out.emit(Event::Record(Record::Dir {
                     path: ByteStr(entry.rel.clone()),
                     mode: entry.stat.mode,
                     mtime: entry.stat.mtime_ns,
                 }))?;
             }
             EntryKind::Symlink { target } => {
-                emit(Event::Record(Record::Symlink {
+                out.emit(Event::Record(Record::Symlink {
                     path: ByteStr(entry.rel.clone()),
                     target: ByteStr(target.clone()),
                 }))?;
             }
             EntryKind::Special => {
-                emit(Event::Record(Record::Quarantine {
+                out.emit(Event::Record(Record::Quarantine {
                     path: ByteStr(entry.rel.clone()),
                     offset: None,
                     reason: format!(
                         "{}: not a regular file, directory or symbolic link (socket, FIFO or device); skipped",
-                        entry.abs.display()
+                        entry.abs().display()
                     ),
                     stored: false,
                 }))?;
             }
             EntryKind::File { maildir } => {
                 let _ = maildir;
-                if let Some(prev) = prev.as_mut()
-                    && let Some(p) = prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns)?
-                {
-                    emit(Event::Reused { lines: p.lines, count: p.count, messages: p.messages, size: p.size })?;
-                    continue;
+                if let Some(prev) = prev.as_mut() {
+                    let carry = out.carry();
+                    let before = carry.lines.len();
+                    let carried = prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns, carry)?;
+                    let added = carry.lines.len() - before;
+                    out.carried(added)?;
+                    if carried {
+                        continue;
+                    }
                 }
                 index.load()?;
-                reader.read_file(&entry, source.as_ref(), &mut emit)?;
+                reader.read_file(&entry, source.as_ref(), &mut |ev| out.emit(ev))?;
             }
         }
     }
-    if !batch.is_empty() {
-        let permit = budget.acquire(weight);
-        tx.send(Batch { events: batch, permit }).map_err(|_| cancelled())?;
+    if !out.events.is_empty() {
+        out.send()?;
     }
     tracing::debug!("reader: the whole source is read");
     Ok(())

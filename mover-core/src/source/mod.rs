@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -46,14 +47,27 @@ pub enum EntryKind {
 pub struct Entry {
     /// Path relative to the source root, `/`-separated bytes; for a single-file source, the file name.
     pub rel: Vec<u8>,
-    /// Absolute path on disk.
-    pub abs: PathBuf,
+    /// The directory `rel` is relative to ([`Entry::abs`] is made on demand: a re-run that finds a file unchanged
+    /// never needs it).
+    pub(crate) base: std::sync::Arc<Path>,
     /// What it is.
     pub kind: EntryKind,
     /// Metadata from the walk (`lstat`).
     pub stat: Stat,
     /// The directory the walk found it in, open: the file is opened relative to it (no lookup of the whole path).
     pub(crate) dir: Option<std::sync::Arc<std::fs::File>>,
+}
+
+impl Entry {
+    /// Where it is on disk: the source's path joined with [`Entry::rel`].
+    pub fn abs(&self) -> PathBuf {
+        if self.rel.is_empty() { self.base.to_path_buf() } else { join_abs(&self.base, &self.rel) }
+    }
+
+    /// The last component of its path.
+    fn name(&self) -> &[u8] {
+        self.rel.rsplit(|&c| c == b'/').next().unwrap_or(&self.rel)
+    }
 }
 
 /// An error while walking, with the path it concerns.
@@ -72,7 +86,7 @@ pub trait Source: Send {
 
     /// Open a file entry for reading.
     fn open(&self, entry: &Entry) -> Result<OpenFile> {
-        read::open(&entry.abs)
+        read::open(&entry.abs())
     }
 
     /// Open a file entry the walk has just found, for its first read: the version to check after reading may be the
@@ -87,7 +101,23 @@ pub trait Source: Send {
 
 /// Order of paths in a walk: component by component, each compared bytewise. Manifests are written in this order,
 /// which lets the next pass carry unchanged files over by merging two sorted streams.
+///
+/// Paths have no empty components and no NUL bytes, so this is bytewise order with `/` below every other byte:
+/// where two paths first differ, a `/` ends a component that is a prefix of the other path's. Comparing with one
+/// pass over the common prefix is what a re-run does once per file ([`walk_cmp_components`] is the definition).
 pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None => a.len().cmp(&b.len()),
+        Some(i) => {
+            let key = |c: u8| if c == b'/' { 0 } else { u16::from(c) + 1 };
+            key(a[i]).cmp(&key(b[i]))
+        }
+    }
+}
+
+/// [`walk_cmp`] as its definition says it: component by component.
+#[cfg(test)]
+fn walk_cmp_components(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
@@ -113,7 +143,7 @@ struct Frame {
 /// A Maildir, Maildir++ root, tree of Maildirs, mbox file or directory of mbox files on the local file system.
 #[derive(Debug)]
 pub struct FsSource {
-    root: PathBuf,
+    root: std::sync::Arc<Path>,
     single: Option<Entry>,
     stack: Vec<FrameDebug>,
     is_dir: bool,
@@ -170,12 +200,19 @@ impl FsSource {
                 root.file_name().ok_or_else(|| Error::config(format!("source {} has no file name", root.display())))?;
             let entry = Entry {
                 rel: name.as_bytes().to_vec(),
-                abs: root.clone(),
+                base: root.parent().unwrap_or(Path::new("")).into(),
                 kind: EntryKind::File { maildir: None },
                 stat: Stat::of(&meta),
                 dir: None,
             };
-            Ok(FsSource { root, single: Some(entry), stack: Vec::new(), is_dir: false, started: false, ahead: None })
+            Ok(FsSource {
+                root: root.into(),
+                single: Some(entry),
+                stack: Vec::new(),
+                is_dir: false,
+                started: false,
+                ahead: None,
+            })
         } else {
             Err(Error::config(format!("source {} is neither a directory nor a regular file", root.display())))
         }
@@ -195,7 +232,7 @@ impl FsSource {
         if !self.is_dir || self.started || self.ahead.is_some() {
             return self;
         }
-        let fresh = FsSource::tree(self.root.clone());
+        let fresh = FsSource::tree(self.root.to_path_buf());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WalkItem>>(AHEAD_CHUNKS);
         let mut walk = self;
         let spawned = std::thread::Builder::new().name("mover-walk".into()).spawn(move || {
@@ -236,7 +273,7 @@ impl FsSource {
 
     /// A directory tree at `root`, not walked yet.
     fn tree(root: PathBuf) -> Self {
-        FsSource { root, single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None }
+        FsSource { root: root.into(), single: None, stack: Vec::new(), is_dir: true, started: false, ahead: None }
     }
 
     fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
@@ -244,7 +281,7 @@ impl FsSource {
         for e in std::fs::read_dir(&abs)? {
             let e = e?;
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            children.push((e.file_name().as_bytes().to_vec(), is_dir, e));
+            children.push((e.file_name().into_vec(), is_dir, e));
         }
         children.sort_by(|a, b| a.0.cmp(&b.0));
         let is_maildir = maildir_sub.is_none()
@@ -296,6 +333,18 @@ fn stat_ahead(window: &[Child]) -> std::collections::VecDeque<std::io::Result<st
     })
 }
 
+/// `parent/name` in one allocation (`Path::join` copies `parent` and then grows the copy).
+fn join_abs(parent: &Path, name: &[u8]) -> PathBuf {
+    let parent = parent.as_os_str().as_bytes();
+    let mut abs = Vec::with_capacity(parent.len() + 1 + name.len());
+    abs.extend_from_slice(parent);
+    if !parent.is_empty() && !parent.ends_with(b"/") {
+        abs.push(b'/');
+    }
+    abs.extend_from_slice(name);
+    PathBuf::from(std::ffi::OsString::from_vec(abs))
+}
+
 fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         name.to_vec()
@@ -338,12 +387,12 @@ impl Source for FsSource {
             // private) and times are restored onto the target directory.
             let root = lstat(&self.root).map(|(_, stat)| Entry {
                 rel: Vec::new(),
-                abs: self.root.clone(),
+                base: self.root.clone(),
                 kind: EntryKind::Dir,
                 stat,
                 dir: None,
             });
-            match Self::frame(self.root.clone(), Vec::new(), None) {
+            match Self::frame(self.root.to_path_buf(), Vec::new(), None) {
                 Ok(f) => self.stack.push(FrameDebug(f)),
                 Err(e) => {
                     return Some(Err(WalkError {
@@ -368,14 +417,17 @@ impl Source for FsSource {
             };
             #[cfg(test)]
             assert!(name != b"mover-test-walk-panics", "a walk that panics (test)");
-            let abs = top.abs.join(OsStr::from_bytes(&name));
+            // Made here only for directories and links; files have theirs on demand (`Entry::abs`).
+            let abs = || join_abs(&top.abs, &name);
             let rel = join_rel(&top.rel, &name);
             let (meta, stat) = match meta.map(|m| {
                 let s = Stat::of(&m);
                 (m, s)
             }) {
                 Ok(x) => x,
-                Err(e) => return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs.display()), e) })),
+                Err(e) => {
+                    return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs().display()), e) }));
+                }
             };
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -384,7 +436,8 @@ impl Source for FsSource {
                 } else {
                     None
                 };
-                let entry = Entry { rel: rel.clone(), abs: abs.clone(), kind: EntryKind::Dir, stat, dir: None };
+                let entry = Entry { rel: rel.clone(), base: self.root.clone(), kind: EntryKind::Dir, stat, dir: None };
+                let abs = abs();
                 match Self::frame(abs.clone(), rel.clone(), sub) {
                     Ok(f) => self.stack.push(FrameDebug(f)),
                     Err(e) => {
@@ -396,6 +449,7 @@ impl Source for FsSource {
             let kind = if ft.is_file() {
                 EntryKind::File { maildir: top.maildir_sub }
             } else if ft.is_symlink() {
+                let abs = abs();
                 match std::fs::read_link(&abs) {
                     Ok(t) => EntryKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
                     Err(e) => {
@@ -409,7 +463,7 @@ impl Source for FsSource {
                 EntryKind::Special
             };
             let dir = if matches!(kind, EntryKind::File { .. }) { top.dir.clone() } else { None };
-            return Some(Ok(Entry { rel, abs, kind, stat, dir }));
+            return Some(Ok(Entry { rel, base: self.root.clone(), kind, stat, dir }));
         }
     }
 
@@ -421,8 +475,8 @@ impl Source for FsSource {
     /// `openat` and no `fstat` per file (a file replaced or changed since the walk fails that check and is read
     /// again through [`Source::open`], which takes a fresh `fstat`).
     fn open_walked(&self, entry: &Entry) -> Result<OpenFile> {
-        match (&entry.dir, entry.abs.file_name()) {
-            (Some(dir), Some(name)) => read::open_in(dir, name, &entry.abs, entry.stat),
+        match &entry.dir {
+            Some(dir) => read::open_in(dir, OsStr::from_bytes(entry.name()), &entry.abs(), entry.stat),
             _ => self.open(entry),
         }
     }
@@ -431,6 +485,23 @@ impl Source for FsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The one-pass comparison is the component-by-component one, for paths as walks make them (non-empty
+        /// components, no NUL) over an alphabet with `/` and the bytes either side of it.
+        #[test]
+        fn walk_cmp_is_component_order(
+            a in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(b".-0/a\xff".to_vec()), 1..4), 0..4),
+            b in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(b".-0/a\xff".to_vec()), 1..4), 0..4),
+        ) {
+            let path = |parts: Vec<Vec<u8>>| -> Vec<u8> {
+                let parts: Vec<Vec<u8>> = parts.into_iter().map(|p| p.into_iter().filter(|&c| c != b'/').collect()).filter(|p: &Vec<u8>| !p.is_empty()).collect();
+                parts.join(&b'/')
+            };
+            let (a, b) = (path(a), path(b));
+            proptest::prop_assert_eq!(walk_cmp(&a, &b), walk_cmp_components(&a, &b));
+        }
+    }
 
     #[test]
     fn walk_order_and_maildir_detection() {
