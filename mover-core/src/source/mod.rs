@@ -121,19 +121,39 @@ fn walk_cmp_components(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
-/// A directory entry as listed: name, whether it is a directory, and the entry.
-type Child = (Vec<u8>, bool, std::fs::DirEntry);
+/// A directory entry as listed: where its name is in [`Frame::names`] (without the NUL that ends it there), and
+/// whether it is a directory.
+#[derive(Clone, Copy)]
+struct Child {
+    start: u32,
+    len: u32,
+    is_dir: bool,
+}
+
+impl Child {
+    fn name(self, names: &[u8]) -> &[u8] {
+        &names[self.start as usize..(self.start + self.len) as usize]
+    }
+
+    /// The name with its NUL, for system calls.
+    fn c_name(self, names: &[u8]) -> &std::ffi::CStr {
+        std::ffi::CStr::from_bytes_with_nul(&names[self.start as usize..=(self.start + self.len) as usize])
+            .expect("names are stored NUL-terminated and have no NUL inside")
+    }
+}
 
 struct Frame {
     abs: PathBuf,
     rel: Vec<u8>,
-    /// The directory, open (`None` if it could not be opened apart from listing it: files are then opened by path).
-    dir: Option<std::sync::Arc<std::fs::File>>,
-    /// Name, whether it is a directory, and the entry (whose `metadata` is an `lstat` relative to the open
-    /// directory: no walk of the whole path per file).
+    /// The directory, open: it was listed through it, and its entries' `lstat`s and opens are relative to it (no
+    /// walk of the whole path per file).
+    dir: std::sync::Arc<std::fs::File>,
+    /// The names of its entries, each ended by a NUL, in the order listed: one buffer per directory.
+    names: Vec<u8>,
+    /// Its entries, sorted by name.
     children: std::vec::IntoIter<Child>,
     /// `lstat`s of the next children, taken ahead on two threads in a large directory ([`Frame::next_child`]).
-    ahead: std::collections::VecDeque<std::io::Result<std::fs::Metadata>>,
+    ahead: std::collections::VecDeque<std::io::Result<Lstat>>,
     /// This directory is the `cur`/`new`/`tmp` of a Maildir.
     maildir_sub: Option<&'static str>,
     /// This directory is a Maildir (has `cur/` or `new/`).
@@ -186,6 +206,118 @@ fn lstat(path: &Path) -> std::io::Result<(std::fs::Metadata, Stat)> {
     let m = std::fs::symlink_metadata(path)?;
     let s = Stat::of(&m);
     Ok((m, s))
+}
+
+/// An entry's `lstat`: its [`Stat`] and file type (`S_IFMT` bits).
+#[derive(Clone, Copy, Debug)]
+struct Lstat {
+    stat: Stat,
+    format: u32,
+}
+
+impl Lstat {
+    fn is_dir(&self) -> bool {
+        self.format == libc::S_IFDIR
+    }
+    fn is_file(&self) -> bool {
+        self.format == libc::S_IFREG
+    }
+    fn is_symlink(&self) -> bool {
+        self.format == libc::S_IFLNK
+    }
+}
+
+/// `lstat` of `name` in the open directory `dir`: `statx` as the standard library's `DirEntry::metadata` makes it
+/// (so the [`Stat`] is the one `Stat::of` gives for the same file), without its allocations.
+#[allow(unsafe_code)]
+fn lstat_at(dir: &std::fs::File, name: &std::ffi::CStr) -> std::io::Result<Lstat> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx writes a `struct statx` into `buf`, which is all zeroes (a valid value) before the call.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated, `dir` is an open descriptor, `buf` is writable and lives across the call.
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS,
+            &mut buf,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ns = |t: libc::statx_timestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
+    let mode = u32::from(buf.stx_mode);
+    Ok(Lstat {
+        stat: Stat {
+            size: buf.stx_size,
+            mtime_ns: ns(buf.stx_mtime),
+            ctime_ns: ns(buf.stx_ctime),
+            mode: mode & 0o7777,
+            ino: buf.stx_ino,
+            dev: libc::makedev(buf.stx_dev_major, buf.stx_dev_minor),
+        },
+        format: mode & libc::S_IFMT,
+    })
+}
+
+/// The entries of the open directory `dir` but `.` and `..`: their names, each ended by a NUL, in one buffer, and
+/// where each is in it. Read with `readdir` on a duplicate of `dir`'s descriptor: no allocation per entry.
+#[allow(unsafe_code)]
+fn list_dir(dir: &std::fs::File) -> std::io::Result<(Vec<u8>, Vec<Child>)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor makes a new one, which fdopendir then owns (closedir closes it).
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is an open directory descriptor nothing else uses.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    // The duplicate shares the file offset with `dir`, which has never been read: start from the beginning anyway.
+    // SAFETY: `stream` is a valid directory stream.
+    unsafe { libc::rewinddir(stream) };
+    let mut names = Vec::new();
+    let mut children = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; readdir leaves it alone at the end of the directory and sets it on error.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `stream` is valid; the entry it returns stays valid until the next readdir or closedir.
+        let ent = unsafe { libc::readdir64(stream) };
+        if ent.is_null() {
+            let e = std::io::Error::last_os_error();
+            break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
+        }
+        // SAFETY: `d_name` of a returned entry is a NUL-terminated name.
+        let (name, d_type) = unsafe { (std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes(), (*ent).d_type) };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len())) else {
+            break Err(std::io::Error::other("a directory whose entries' names take more than 4 GiB"));
+        };
+        names.extend_from_slice(name);
+        names.push(0);
+        let is_dir = match d_type {
+            libc::DT_DIR => true,
+            // The file system does not say: ask, as the standard library's `DirEntry::file_type` does.
+            libc::DT_UNKNOWN => {
+                let child = Child { start, len, is_dir: false };
+                lstat_at(dir, child.c_name(&names)).map(|l| l.is_dir()).unwrap_or(false)
+            }
+            _ => false,
+        };
+        children.push(Child { start, len, is_dir });
+    };
+    // SAFETY: `stream` is valid and not used after this; closedir closes `fd`.
+    unsafe { libc::closedir(stream) };
+    result.map(|()| (names, children))
 }
 
 impl FsSource {
@@ -277,17 +409,21 @@ impl FsSource {
     }
 
     fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
-        let mut children = Vec::new();
-        for e in std::fs::read_dir(&abs)? {
-            let e = e?;
-            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            children.push((e.file_name().into_vec(), is_dir, e));
-        }
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        let is_maildir = maildir_sub.is_none()
-            && children.iter().any(|(n, d, _)| *d && (n.as_slice() == b"cur" || n.as_slice() == b"new"));
-        let dir = read::open_dir(&abs).ok().map(std::sync::Arc::new);
-        Ok(Frame { abs, rel, dir, children: children.into_iter(), ahead: Default::default(), maildir_sub, is_maildir })
+        let dir = read::open_dir(&abs)?;
+        let (names, mut children) = list_dir(&dir)?;
+        children.sort_unstable_by(|a, b| a.name(&names).cmp(b.name(&names)));
+        let is_maildir =
+            maildir_sub.is_none() && children.iter().any(|c| c.is_dir && matches!(c.name(&names), b"cur" | b"new"));
+        Ok(Frame {
+            abs,
+            rel,
+            dir: std::sync::Arc::new(dir),
+            names,
+            children: children.into_iter(),
+            ahead: Default::default(),
+            maildir_sub,
+            is_maildir,
+        })
     }
 }
 
@@ -301,27 +437,32 @@ impl Frame {
     /// thread's work while the workers idle: in a large directory they are taken a window ahead, half of them on a
     /// helper thread (each is still the walk's view of that entry, taken before the entry is read; files are opened
     /// without following links and checked against it after reading).
-    fn next_child(&mut self) -> Option<(Child, std::io::Result<std::fs::Metadata>)> {
+    fn next_child(&mut self) -> Option<(Child, std::io::Result<Lstat>)> {
         if self.ahead.is_empty() && self.children.len() >= STAT_AHEAD_MIN {
             let window = &self.children.as_slice()[..self.children.len().min(STAT_AHEAD)];
-            self.ahead = stat_ahead(window);
+            self.ahead = stat_ahead(&self.dir, &self.names, window);
         }
         let child = self.children.next()?;
+        let lstat = || lstat_at(&self.dir, child.c_name(&self.names));
         let meta = match self.ahead.pop_front() {
             // A directory is walked into by path: its lstat is taken again just before, as without the look-ahead,
             // so that one replaced by a symbolic link meanwhile is recorded as the link, never followed.
-            Some(Ok(m)) if m.is_dir() => child.2.metadata(),
+            Some(Ok(m)) if m.is_dir() => lstat(),
             Some(taken) => taken,
-            None => child.2.metadata(),
+            None => lstat(),
         };
         Some((child, meta))
     }
 }
 
 /// The `lstat`s of `window`, in order: the second half on a helper thread (inline if it cannot be started).
-fn stat_ahead(window: &[Child]) -> std::collections::VecDeque<std::io::Result<std::fs::Metadata>> {
+fn stat_ahead(
+    dir: &std::fs::File,
+    names: &[u8],
+    window: &[Child],
+) -> std::collections::VecDeque<std::io::Result<Lstat>> {
     let (first, second) = window.split_at(window.len() / 2);
-    let stat = |part: &[Child]| part.iter().map(|c| c.2.metadata()).collect::<Vec<_>>();
+    let stat = |part: &[Child]| part.iter().map(|c| lstat_at(dir, c.c_name(names))).collect::<Vec<_>>();
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new().name("mover-walk".into()).spawn_scoped(scope, || stat(second));
         let mut out: std::collections::VecDeque<_> = stat(first).into();
@@ -411,31 +552,25 @@ impl Source for FsSource {
         }
         loop {
             let top = &mut self.stack.last_mut()?.0;
-            let Some(((name, _, _), meta)) = top.next_child() else {
+            let Some((child, meta)) = top.next_child() else {
                 self.stack.pop();
                 continue;
             };
+            let name = child.name(&top.names);
             #[cfg(test)]
             assert!(name != b"mover-test-walk-panics", "a walk that panics (test)");
             // Made here only for directories and links; files have theirs on demand (`Entry::abs`).
-            let abs = || join_abs(&top.abs, &name);
-            let rel = join_rel(&top.rel, &name);
-            let (meta, stat) = match meta.map(|m| {
-                let s = Stat::of(&m);
-                (m, s)
-            }) {
+            let abs = || join_abs(&top.abs, name);
+            let rel = join_rel(&top.rel, name);
+            let (ft, stat) = match meta.map(|m| (m, m.stat)) {
                 Ok(x) => x,
                 Err(e) => {
                     return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs().display()), e) }));
                 }
             };
-            let ft = meta.file_type();
             if ft.is_dir() {
-                let sub = if top.is_maildir {
-                    maildir::SUBDIRS.iter().copied().find(|s| s.as_bytes() == name.as_slice())
-                } else {
-                    None
-                };
+                let sub =
+                    if top.is_maildir { maildir::SUBDIRS.iter().copied().find(|s| s.as_bytes() == name) } else { None };
                 let entry = Entry { rel: rel.clone(), base: self.root.clone(), kind: EntryKind::Dir, stat, dir: None };
                 let abs = abs();
                 match Self::frame(abs.clone(), rel.clone(), sub) {
@@ -462,7 +597,7 @@ impl Source for FsSource {
             } else {
                 EntryKind::Special
             };
-            let dir = if matches!(kind, EntryKind::File { .. }) { top.dir.clone() } else { None };
+            let dir = if matches!(kind, EntryKind::File { .. }) { Some(top.dir.clone()) } else { None };
             return Some(Ok(Entry { rel, base: self.root.clone(), kind, stat, dir }));
         }
     }
@@ -595,6 +730,7 @@ mod tests {
             assert_eq!(e.rel, format!("cur/{name}").into_bytes());
             let lstat = std::fs::symlink_metadata(cur.join(name)).unwrap();
             assert_eq!(e.stat, Stat::of(&lstat), "{name}");
+            assert_eq!(e.abs(), cur.join(name));
             let kind = if lstat.is_dir() {
                 EntryKind::Dir
             } else if lstat.file_type().is_symlink() {
@@ -604,6 +740,37 @@ mod tests {
             };
             assert_eq!(e.kind, kind, "{name}");
         }
+    }
+
+    /// An entry's path on disk is made on demand: the root for the root, the root joined with the relative path
+    /// below it, the path given for a single file.
+    #[test]
+    fn entries_know_where_they_are() {
+        let walk = |mut s: FsSource| {
+            let mut got = Vec::new();
+            while let Some(e) = s.next_entry() {
+                got.push(e.unwrap());
+            }
+            got
+        };
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/cur")).unwrap();
+        std::fs::write(d.path().join("a/cur/m1"), b"x").unwrap();
+        let walked: Vec<(Vec<u8>, PathBuf)> =
+            walk(FsSource::open(d.path()).unwrap()).into_iter().map(|e| (e.rel.clone(), e.abs())).collect();
+        assert_eq!(
+            walked,
+            vec![
+                (b"".to_vec(), d.path().to_path_buf()),
+                (b"a".to_vec(), d.path().join("a")),
+                (b"a/cur".to_vec(), d.path().join("a/cur")),
+                (b"a/cur/m1".to_vec(), d.path().join("a/cur/m1")),
+            ]
+        );
+        let slash = PathBuf::from(format!("{}/", d.path().display()));
+        assert_eq!(walk(FsSource::open(&slash).unwrap())[3].abs(), d.path().join("a/cur/m1"));
+        let file = d.path().join("a/cur/m1");
+        assert_eq!(walk(FsSource::open(&file).unwrap())[0].abs(), file);
     }
 
     /// The walk on its own thread hands out the same entries, in the same order, with the same `lstat`s, kinds and
