@@ -136,9 +136,12 @@ impl Child {
     }
 
     /// The name with its NUL, for system calls.
+    #[allow(unsafe_code)]
     fn c_name(self, names: &[u8]) -> &std::ffi::CStr {
-        std::ffi::CStr::from_bytes_with_nul(&names[self.start as usize..=(self.start + self.len) as usize])
-            .expect("names are stored NUL-terminated and have no NUL inside")
+        let with_nul = &names[self.start as usize..=(self.start + self.len) as usize];
+        assert_eq!(with_nul.last(), Some(&0), "names are stored NUL-terminated");
+        // SAFETY: the name came from readdir as a C string, so it has no NUL inside; its NUL was checked above.
+        unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(with_nul) }
     }
 }
 
