@@ -83,8 +83,9 @@ pub struct MigrateOptions {
     /// Batches that may wait between reader and workers.
     pub queue_batches: usize,
     /// Bytes of messages read but not yet packed (waiting for the workers, being processed, or waiting for the
-    /// collector). A batch is at least [`MigrateOptions::batch_bytes`] but may be one large message: this, not the
-    /// number of batches, is what bounds the memory a pass holds, however large the messages.
+    /// collector): the reader waits while this many are in flight. A batch is at least
+    /// [`MigrateOptions::batch_bytes`] but may be one large message, and goes as soon as any of this is free, so
+    /// what a pass holds is at most this plus one batch, however large the messages.
     pub in_flight_bytes: usize,
     /// Bytes of sealed packs that may be uploading at once (default: two packs).
     pub upload_budget: Option<usize>,
@@ -139,7 +140,7 @@ impl MigrateOptions {
             max_blob: 16 << 20,
             batch_bytes: 1 << 20,
             queue_batches: 8,
-            in_flight_bytes: 32 << 20,
+            in_flight_bytes: 8 << 20,
             upload_budget: None,
             read: ReadPolicy::default(),
             change_retries: 3,
@@ -737,8 +738,10 @@ struct Batch {
     permit: Permit,
 }
 
-/// [`MigrateOptions::in_flight_bytes`]: the reader takes a share for each batch and waits while the bytes of the
-/// batches downstream would exceed it (a batch larger than the whole budget goes when nothing else is in flight).
+/// [`MigrateOptions::in_flight_bytes`]: the reader takes a share for each batch and waits while the batches
+/// downstream hold the whole budget. A batch is let go as soon as any of the budget is free, even one larger than
+/// what is free (one large message), so the bytes in flight stay below the budget plus one batch, and a large
+/// message never waits for the whole pipeline to drain.
 struct Budget {
     used: Mutex<usize>,
     freed: std::sync::Condvar,
@@ -748,7 +751,7 @@ struct Budget {
 impl Budget {
     fn acquire(self: &Arc<Self>, bytes: usize) -> Permit {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used > 0 && *used + bytes > self.limit {
+        while *used >= self.limit {
             used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += bytes;
@@ -812,24 +815,34 @@ mod tests {
         // A batch larger than the whole budget goes when nothing else is in flight.
         let big = budget.acquire(250);
         assert_eq!(*budget.used.lock().unwrap(), 250);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let b2 = budget.clone();
-        let waiter = std::thread::spawn(move || {
-            let p = b2.acquire(60);
-            tx.send(()).unwrap();
-            p
-        });
-        // The second batch waits while the first is in flight...
+        let waiting = |bytes| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let b = budget.clone();
+            let waiter = std::thread::spawn(move || {
+                let p = b.acquire(bytes);
+                tx.send(()).unwrap();
+                p
+            });
+            (rx, waiter)
+        };
+        let (rx, waiter) = waiting(60);
+        // The second batch waits while the first holds the budget...
         assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
         drop(big);
         // ...and goes once its bytes are given back.
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         let p = waiter.join().unwrap();
         assert_eq!(*budget.used.lock().unwrap(), 60);
-        // Within the limit, batches do not wait for each other.
-        let q = budget.acquire(40);
-        assert_eq!(*budget.used.lock().unwrap(), 100);
-        drop((p, q));
+        // While any of the budget is free, a batch goes, even one larger than what is free (one large message
+        // does not wait for the pipeline to drain): the budget is exceeded by at most one batch.
+        let q = budget.acquire(90);
+        assert_eq!(*budget.used.lock().unwrap(), 150);
+        // The budget used up, the next batch waits again.
+        let (rx, waiter) = waiting(1);
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
+        drop(q);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        drop((p, waiter.join().unwrap()));
         assert_eq!(*budget.used.lock().unwrap(), 0);
     }
 }
