@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+mod dir;
 pub mod maildir;
 pub mod mbox;
 pub mod read;
+
+use dir::{Child, Lstat, list_dir, lstat_at};
 
 pub use read::{Content, OpenFile, ReadPolicy, Stat};
 
@@ -121,30 +124,6 @@ fn walk_cmp_components(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
-/// A directory entry as listed: where its name is in [`Frame::names`] (without the NUL that ends it there), and
-/// whether it is a directory.
-#[derive(Clone, Copy)]
-struct Child {
-    start: u32,
-    len: u32,
-    is_dir: bool,
-}
-
-impl Child {
-    fn name(self, names: &[u8]) -> &[u8] {
-        &names[self.start as usize..(self.start + self.len) as usize]
-    }
-
-    /// The name with its NUL, for system calls.
-    #[allow(unsafe_code)]
-    fn c_name(self, names: &[u8]) -> &std::ffi::CStr {
-        let with_nul = &names[self.start as usize..=(self.start + self.len) as usize];
-        assert_eq!(with_nul.last(), Some(&0), "names are stored NUL-terminated");
-        // SAFETY: the name came from readdir as a C string, so it has no NUL inside; its NUL was checked above.
-        unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(with_nul) }
-    }
-}
-
 struct Frame {
     abs: PathBuf,
     rel: Vec<u8>,
@@ -209,118 +188,6 @@ fn lstat(path: &Path) -> std::io::Result<(std::fs::Metadata, Stat)> {
     let m = std::fs::symlink_metadata(path)?;
     let s = Stat::of(&m);
     Ok((m, s))
-}
-
-/// An entry's `lstat`: its [`Stat`] and file type (`S_IFMT` bits).
-#[derive(Clone, Copy, Debug)]
-struct Lstat {
-    stat: Stat,
-    format: u32,
-}
-
-impl Lstat {
-    fn is_dir(&self) -> bool {
-        self.format == libc::S_IFDIR
-    }
-    fn is_file(&self) -> bool {
-        self.format == libc::S_IFREG
-    }
-    fn is_symlink(&self) -> bool {
-        self.format == libc::S_IFLNK
-    }
-}
-
-/// `lstat` of `name` in the open directory `dir`: `statx` as the standard library's `DirEntry::metadata` makes it
-/// (so the [`Stat`] is the one `Stat::of` gives for the same file), without its allocations.
-#[allow(unsafe_code)]
-fn lstat_at(dir: &std::fs::File, name: &std::ffi::CStr) -> std::io::Result<Lstat> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: statx writes a `struct statx` into `buf`, which is all zeroes (a valid value) before the call.
-    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated, `dir` is an open descriptor, `buf` is writable and lives across the call.
-    let r = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS,
-            &mut buf,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let ns = |t: libc::statx_timestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
-    let mode = u32::from(buf.stx_mode);
-    Ok(Lstat {
-        stat: Stat {
-            size: buf.stx_size,
-            mtime_ns: ns(buf.stx_mtime),
-            ctime_ns: ns(buf.stx_ctime),
-            mode: mode & 0o7777,
-            ino: buf.stx_ino,
-            dev: libc::makedev(buf.stx_dev_major, buf.stx_dev_minor),
-        },
-        format: mode & libc::S_IFMT,
-    })
-}
-
-/// The entries of the open directory `dir` but `.` and `..`: their names, each ended by a NUL, in one buffer, and
-/// where each is in it. Read with `readdir` on a duplicate of `dir`'s descriptor: no allocation per entry.
-#[allow(unsafe_code)]
-fn list_dir(dir: &std::fs::File) -> std::io::Result<(Vec<u8>, Vec<Child>)> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor makes a new one, which fdopendir then owns (closedir closes it).
-    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is an open directory descriptor nothing else uses.
-    let stream = unsafe { libc::fdopendir(fd) };
-    if stream.is_null() {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so `fd` is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    // The duplicate shares the file offset with `dir`, which has never been read: start from the beginning anyway.
-    // SAFETY: `stream` is a valid directory stream.
-    unsafe { libc::rewinddir(stream) };
-    let mut names = Vec::new();
-    let mut children = Vec::new();
-    let result = loop {
-        // SAFETY: errno is thread-local; readdir leaves it alone at the end of the directory and sets it on error.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: `stream` is valid; the entry it returns stays valid until the next readdir or closedir.
-        let ent = unsafe { libc::readdir64(stream) };
-        if ent.is_null() {
-            let e = std::io::Error::last_os_error();
-            break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
-        }
-        // SAFETY: `d_name` of a returned entry is a NUL-terminated name.
-        let (name, d_type) = unsafe { (std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes(), (*ent).d_type) };
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len())) else {
-            break Err(std::io::Error::other("a directory whose entries' names take more than 4 GiB"));
-        };
-        names.extend_from_slice(name);
-        names.push(0);
-        let is_dir = match d_type {
-            libc::DT_DIR => true,
-            // The file system does not say: ask, as the standard library's `DirEntry::file_type` does.
-            libc::DT_UNKNOWN => {
-                let child = Child { start, len, is_dir: false };
-                lstat_at(dir, child.c_name(&names)).map(|l| l.is_dir()).unwrap_or(false)
-            }
-            _ => false,
-        };
-        children.push(Child { start, len, is_dir });
-    };
-    // SAFETY: `stream` is valid and not used after this; closedir closes `fd`.
-    unsafe { libc::closedir(stream) };
-    result.map(|()| (names, children))
 }
 
 impl FsSource {
@@ -413,7 +280,7 @@ impl FsSource {
 
     fn frame(abs: PathBuf, rel: Vec<u8>, maildir_sub: Option<&'static str>) -> std::io::Result<Frame> {
         let dir = read::open_dir(&abs)?;
-        let (names, mut children) = list_dir(&dir)?;
+        let (names, mut children) = list_dir(&dir, &abs)?;
         children.sort_unstable_by(|a, b| a.name(&names).cmp(b.name(&names)));
         let is_maildir =
             maildir_sub.is_none() && children.iter().any(|c| c.is_dir && matches!(c.name(&names), b"cur" | b"new"));
@@ -733,7 +600,7 @@ mod tests {
             assert_eq!(e.rel, format!("cur/{name}").into_bytes());
             let lstat = std::fs::symlink_metadata(cur.join(name)).unwrap();
             assert_eq!(e.stat, Stat::of(&lstat), "{name}");
-            assert_eq!(e.abs(), cur.join(name));
+            assert_eq!(e.abs().into_os_string().into_vec(), cur.join(name).into_os_string().into_vec());
             let kind = if lstat.is_dir() {
                 EntryKind::Dir
             } else if lstat.file_type().is_symlink() {
@@ -759,21 +626,24 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("a/cur")).unwrap();
         std::fs::write(d.path().join("a/cur/m1"), b"x").unwrap();
-        let walked: Vec<(Vec<u8>, PathBuf)> =
-            walk(FsSource::open(d.path()).unwrap()).into_iter().map(|e| (e.rel.clone(), e.abs())).collect();
+        // Compared as bytes: `Path` equality ignores repeated separators.
+        let bytes = |p: PathBuf| p.into_os_string().into_vec();
+        let at = |rel: &str| bytes(d.path().join(rel));
+        let walked: Vec<(Vec<u8>, Vec<u8>)> =
+            walk(FsSource::open(d.path()).unwrap()).into_iter().map(|e| (e.rel.clone(), bytes(e.abs()))).collect();
         assert_eq!(
             walked,
             vec![
-                (b"".to_vec(), d.path().to_path_buf()),
-                (b"a".to_vec(), d.path().join("a")),
-                (b"a/cur".to_vec(), d.path().join("a/cur")),
-                (b"a/cur/m1".to_vec(), d.path().join("a/cur/m1")),
+                (b"".to_vec(), bytes(d.path().to_path_buf())),
+                (b"a".to_vec(), at("a")),
+                (b"a/cur".to_vec(), at("a/cur")),
+                (b"a/cur/m1".to_vec(), at("a/cur/m1")),
             ]
         );
         let slash = PathBuf::from(format!("{}/", d.path().display()));
-        assert_eq!(walk(FsSource::open(&slash).unwrap())[3].abs(), d.path().join("a/cur/m1"));
+        assert_eq!(bytes(walk(FsSource::open(&slash).unwrap())[3].abs()), at("a/cur/m1"));
         let file = d.path().join("a/cur/m1");
-        assert_eq!(walk(FsSource::open(&file).unwrap())[0].abs(), file);
+        assert_eq!(bytes(walk(FsSource::open(&file).unwrap())[0].abs()), at("a/cur/m1"));
     }
 
     /// The walk on its own thread hands out the same entries, in the same order, with the same `lstat`s, kinds and
