@@ -369,12 +369,16 @@ pub async fn run_pipeline(sources: &[MailboxSource], store: DynStore, opts: &Pip
         },
         ..PipelineRun::default()
     };
+    // One process migrating mailbox after mailbox, as an embedding tool or a daemon would: the dedupe index is
+    // kept from one pass to the next.
+    let kept = crate::pipeline::KeptIndex::new();
     let options = |mailbox: &str| {
         let mut o = MigrateOptions::new(mailbox);
         o.zstd_level = opts.zstd_level;
         o.threads = opts.threads;
         o.dictionaries = opts.dictionaries;
         o.index_cache = opts.index_cache.clone();
+        o.keep_index = Some(kept.clone());
         o
     };
     if opts.dictionaries

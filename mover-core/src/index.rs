@@ -168,6 +168,18 @@ impl BlobIndex {
     /// make a blob look present that the destination does not have (a recreated destination, another destination
     /// under the same name). A cache that cannot be read or written costs requests, never the migration.
     pub async fn load_cached(store: &DynStore, cache: Option<&IndexCache>) -> Result<(Self, LoadStats)> {
+        Self::load_from(store, cache, None).await
+    }
+
+    /// [`BlobIndex::load_cached`], starting from `kept`, the index of an earlier pass of this process into the same
+    /// destination, when it can serve: every pack it holds is still listed (so none of its blobs can be missing from
+    /// the destination), and the listed packs it does not hold are few (they are read from the destination, as
+    /// cheap as going through the cache for a few). Otherwise `kept` is dropped and the index loaded as usual.
+    pub async fn load_from(
+        store: &DynStore,
+        cache: Option<&IndexCache>,
+        kept: Option<BlobIndex>,
+    ) -> Result<(Self, LoadStats)> {
         let listed: HashMap<PackId, String> = store
             .list(layout::INDEX_PREFIX)
             .await?
@@ -175,6 +187,25 @@ impl BlobIndex {
             .filter_map(|m| layout::pack_id_from_index_key(&m.key).map(|id| (id, m.key)))
             .collect();
         let mut stats = LoadStats { packs: listed.len(), ..LoadStats::default() };
+        if let Some(kept) = kept {
+            let missing: Option<Vec<(&PackId, &String)>> = {
+                let table = kept.map.read().unwrap();
+                let missing: Vec<_> = listed.iter().filter(|(id, _)| !table.numbers.contains_key(*id)).collect();
+                let all_listed = table.packs.iter().all(|p| listed.contains_key(p));
+                (all_listed && missing.len() <= KEPT_MISSING_MAX.max(listed.len() / 4)).then_some(missing)
+            };
+            if let Some(missing) = missing {
+                stats.kept = listed.len() - missing.len();
+                let mut fetched = NewRecords::default();
+                fetch_into(&kept, store, missing.into_iter(), cache.map(|_| &mut fetched), &mut stats).await?;
+                if let Some(cache) = cache
+                    && !fetched.bytes.is_empty()
+                {
+                    cache.write_logged(fetched, None).await;
+                }
+                return Ok((kept, stats));
+            }
+        }
         // The packs listed, for reading the cache and for rewriting it.
         let ids: std::sync::Arc<HashSet<PackId>> = std::sync::Arc::new(listed.keys().copied().collect());
         let index = BlobIndex::new();
@@ -193,32 +224,9 @@ impl BlobIndex {
                 Err(e) => tracing::warn!(cache = %cache.path.display(), "dedupe index cache not read: {e}"),
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut pending = listed.iter().filter(|(id, _)| !from_cache.contains(*id));
+        let pending = listed.iter().filter(|(id, _)| !from_cache.contains(*id));
         let mut fetched = NewRecords::default();
-        loop {
-            while tasks.len() < 16 {
-                let Some((&id, key)) = pending.next() else { break };
-                let (store, key) = (store.clone(), key.clone());
-                tasks.spawn(async move {
-                    let data = store.get(&key).await?;
-                    decode_index(id, &data)
-                });
-            }
-            let Some(done) = tasks.join_next().await else { break };
-            let pack = done.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string()))??;
-            {
-                let mut map = index.map.write().unwrap();
-                let number = map.number(pack.pack);
-                for e in &pack.entries {
-                    map.insert_numbered(e.id, e.loc, number);
-                }
-            }
-            stats.fetched += 1;
-            if cache.is_some() {
-                fetched.add(pack.pack, &pack.entries);
-            }
-        }
+        fetch_into(&index, store, pending, cache.map(|_| &mut fetched), &mut stats).await?;
         if let Some(cache) = cache {
             // Append what was read from the store. Rewrite the file instead when it has a damaged record, or when
             // a quarter of its records are of packs the destination no longer lists (or repeated: two processes
@@ -228,15 +236,7 @@ impl BlobIndex {
                 None => true,
             };
             if rewrite || !fetched.bytes.is_empty() {
-                let cache2 = cache.clone();
-                let keep = ids.clone();
-                let write =
-                    tokio::task::spawn_blocking(move || cache2.write(&fetched, rewrite.then_some(&*keep))).await;
-                if let Err(e) =
-                    write.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string())).and_then(|r| r)
-                {
-                    tracing::warn!(cache = %cache.path.display(), "dedupe index cache not written: {e}");
-                }
+                cache.write_logged(fetched, rewrite.then_some(ids)).await;
             }
         }
         Ok((index, stats))
@@ -268,6 +268,46 @@ impl BlobIndex {
     }
 }
 
+/// Listed packs an index kept from an earlier pass may lack and still serve (they are read from the destination); a
+/// quarter of the listed packs if that is more.
+const KEPT_MISSING_MAX: usize = 64;
+
+/// Read the pack indexes of `packs` from `store` into `index`, 16 at a time; with `fetched`, also encode them there
+/// for the cache file.
+async fn fetch_into<'a>(
+    index: &BlobIndex,
+    store: &DynStore,
+    mut packs: impl Iterator<Item = (&'a PackId, &'a String)>,
+    mut fetched: Option<&mut NewRecords>,
+    stats: &mut LoadStats,
+) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        while tasks.len() < 16 {
+            let Some((&id, key)) = packs.next() else { break };
+            let (store, key) = (store.clone(), key.clone());
+            tasks.spawn(async move {
+                let data = store.get(&key).await?;
+                decode_index(id, &data)
+            });
+        }
+        let Some(done) = tasks.join_next().await else { break };
+        let pack = done.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string()))??;
+        {
+            let mut map = index.map.write().unwrap();
+            let number = map.number(pack.pack);
+            for e in &pack.entries {
+                map.insert_numbered(e.id, e.loc, number);
+            }
+        }
+        stats.fetched += 1;
+        if let Some(f) = fetched.as_deref_mut() {
+            f.add(pack.pack, &pack.entries);
+        }
+    }
+    Ok(())
+}
+
 /// What loading the index took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadStats {
@@ -277,6 +317,8 @@ pub struct LoadStats {
     pub cached: usize,
     /// Pack indexes read from the destination.
     pub fetched: usize,
+    /// Pack indexes already in the index this process kept from its previous pass into the destination.
+    pub kept: usize,
 }
 
 /// A local copy of a destination's pack indexes, so that each pass reads from the destination only the pack indexes
@@ -467,6 +509,15 @@ impl IndexCache {
 
     /// Add `new` to the file; with `keep`, rewrite it with only the good records of those packs (read under the
     /// lock, so records another process appended before stay), followed by the new ones.
+    /// [`IndexCache::write`] off the runtime's threads; a failure is a warning (it costs requests, not data).
+    async fn write_logged(&self, new: NewRecords, keep: Option<std::sync::Arc<HashSet<PackId>>>) {
+        let cache = self.clone();
+        let write = tokio::task::spawn_blocking(move || cache.write(&new, keep.as_deref())).await;
+        if let Err(e) = write.map_err(|e| crate::Error::new(crate::ErrorKind::Other, e.to_string())).and_then(|r| r) {
+            tracing::warn!(cache = %self.path.display(), "dedupe index cache not written: {e}");
+        }
+    }
+
     fn write(&self, new: &NewRecords, keep: Option<&HashSet<PackId>>) -> Result<()> {
         let file = self.open_locked(true)?.expect("opened for writing");
         let Some(keep) = keep else {
@@ -564,7 +615,7 @@ mod tests {
         // First load: every pack from the store, and the cache file written.
         let before = gets(&counting);
         let (a, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
-        assert_eq!(s, LoadStats { packs: 5, cached: 0, fetched: 5 });
+        assert_eq!(s, LoadStats { packs: 5, cached: 0, fetched: 5, kept: 0 });
         assert_eq!(gets(&counting) - before, 5);
         let (plain, n) = BlobIndex::load(&store).await.unwrap();
         assert_eq!(n, 5);
@@ -574,7 +625,7 @@ mod tests {
         // Second load: no GET at all.
         let before = gets(&counting);
         let (b, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
-        assert_eq!(s, LoadStats { packs: 5, cached: 5, fetched: 0 });
+        assert_eq!(s, LoadStats { packs: 5, cached: 5, fetched: 0, kept: 0 });
         assert_eq!(gets(&counting), before);
         assert_eq!(contents(&b), contents(&plain));
 
@@ -582,7 +633,7 @@ mod tests {
         packs.push(add_pack(&store, 9, 4).await);
         let before = gets(&counting);
         let (c, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
-        assert_eq!(s, LoadStats { packs: 6, cached: 5, fetched: 1 });
+        assert_eq!(s, LoadStats { packs: 6, cached: 5, fetched: 1, kept: 0 });
         assert_eq!(gets(&counting) - before, 1);
         assert_eq!(contents(&c), contents(&BlobIndex::load(&store).await.unwrap().0));
     }
@@ -599,7 +650,7 @@ mod tests {
         BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
         store.delete(&layout::index_key(&old)).await.unwrap();
         let (index, s) = BlobIndex::load_cached(&store, Some(&cache)).await.unwrap();
-        assert_eq!(s, LoadStats { packs: 1, cached: 1, fetched: 0 });
+        assert_eq!(s, LoadStats { packs: 1, cached: 1, fetched: 0, kept: 0 });
         assert!(contents(&index).iter().all(|(_, loc)| loc.pack == kept));
         assert!(!index.contains(&ContentId::of(b"blob 1 0")));
         assert!(index.contains(&ContentId::of(b"blob 2 0")));

@@ -207,3 +207,76 @@ fn concurrent_migrations_share_the_index_cache() {
     let cached = run("again-with", &["--index-cache", cache.to_str().unwrap()]);
     assert_eq!(uncached - cached, packs);
 }
+
+/// A program that migrates mailbox after mailbox in one process keeps the destination's dedupe index from pass to
+/// pass (`MigrateOptions::keep_index`): each pass reads no pack index it already holds, dedupes as well as a pass
+/// that loads everything, and restores byte for byte. A kept index whose packs the destination no longer lists (a
+/// destination emptied and started again under the same name) is not used: blobs in the gone packs are stored
+/// again, not referenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_index_reads_only_new_pack_indexes_and_never_outlives_its_packs() {
+    use mover_core::pipeline::{KeptIndex, MigrateOptions, migrate};
+    let work = tempfile::tempdir().unwrap();
+    let mailbox = |i: u64| {
+        let src = work.path().join(format!("m{i}"));
+        for j in 0..12u64 {
+            // Even bodies shared by every mailbox, odd ones each mailbox's own.
+            let body = noise(if j % 2 == 0 { j } else { i * 1000 + j }, 3000 + 100 * j as usize);
+            write_file(
+                &src.join(format!("cur/{j}.host:2,S")),
+                &message(&[("Subject", &format!("{i}/{j}"))], &body, "\n"),
+                1_600_000_000,
+            );
+        }
+        std::fs::create_dir_all(src.join("new")).unwrap();
+        src
+    };
+    let sources: Vec<_> = (0..4).map(mailbox).collect();
+    let store = |d: &Path| mover_core::store::open_destination(d.to_str().unwrap()).unwrap();
+    let run = |dest: std::path::PathBuf, keep: Option<KeptIndex>| {
+        let sources = sources.clone();
+        async move {
+            let mut out = Vec::new();
+            for (i, src) in sources.iter().enumerate() {
+                let mut opts = MigrateOptions::new(format!("m{i}"));
+                opts.keep_index = keep.clone();
+                out.push(migrate(src, store(&dest), opts).await.unwrap());
+            }
+            out
+        }
+    };
+    let kept = KeptIndex::new();
+    let with = run(work.path().join("with"), Some(kept.clone())).await;
+    let without = run(work.path().join("without"), None).await;
+    for (i, (w, wo)) in with.iter().zip(&without).enumerate() {
+        // Pass i reads the i pack indexes before it without a kept index, none with one.
+        assert_eq!(wo.requests.get_requests - w.requests.get_requests, i as u64, "pass {i}: {w:?}\n{wo:?}");
+        assert_eq!(w.requests.list_requests, wo.requests.list_requests, "the destination is listed either way");
+        assert_eq!(w.stats.new_raw_bytes, wo.stats.new_raw_bytes, "the same dedupe: {w:?}\n{wo:?}");
+        if i > 0 {
+            assert!(w.stats.deduplicated_bytes > 15_000, "shared bodies deduplicated: {w:?}");
+        }
+        let to = work.path().join(format!("restored-{i}"));
+        let r =
+            mover_core::restore::restore(store(&work.path().join("with")), &format!("m{i}"), &to, &Default::default())
+                .await
+                .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_same_tree(&sources[i], &to);
+    }
+
+    // The destination emptied and started again: the kept index names packs it no longer lists.
+    let dest = work.path().join("with");
+    std::fs::remove_dir_all(&dest).unwrap();
+    let again = mailbox(9);
+    let mut opts = MigrateOptions::new("again");
+    opts.keep_index = Some(kept.clone());
+    let s = migrate(&again, store(&dest), opts).await.unwrap();
+    assert_eq!(s.stats.deduplicated_bytes, 0, "nothing to dedupe against in an empty destination: {s:?}");
+    let to = work.path().join("restored-again");
+    let r = mover_core::restore::restore(store(&dest), "again", &to, &Default::default()).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_same_tree(&again, &to);
+    let v = mover_core::restore::verify(store(&dest), "again", None).await.unwrap();
+    assert!(v.errors.is_empty(), "{:?}", v.errors);
+}

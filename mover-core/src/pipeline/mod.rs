@@ -112,6 +112,42 @@ pub struct MigrateOptions {
     /// then reads only the pack indexes this host has neither read nor written, instead of one per pack in the
     /// destination. `None` (the default): read them all from the destination.
     pub index_cache: Option<PathBuf>,
+    /// Keep the destination's dedupe index from this pass for the next one given the same [`KeptIndex`]: a program
+    /// that migrates mailbox after mailbox into one destination in one process (an embedding tool, a daemon, the
+    /// bench) then reads only the pack indexes that are new since its previous pass, and does not build the whole
+    /// table again for each pass. `None` (the default): each pass loads the index anew.
+    pub keep_index: Option<KeptIndex>,
+}
+
+/// A destination's dedupe index kept from one pass to the next in one process ([`MigrateOptions::keep_index`]).
+/// A pass leaves its index here only if it stored all its packs, and the next pass uses it only if the destination
+/// still lists every pack it holds ([`BlobIndex::load_from`]). Dropping the last clone gives the memory back.
+#[derive(Clone, Default)]
+pub struct KeptIndex(Arc<Mutex<Option<(String, BlobIndex)>>>);
+
+impl KeptIndex {
+    /// Nothing kept yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index kept for `dest` (a store's [`Store::describe`](crate::store::Store::describe)), taken out.
+    fn take(&self, dest: &str) -> Option<BlobIndex> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take_if(|(d, _)| d == dest).map(|(_, i)| i)
+    }
+
+    fn put(&self, dest: String, index: BlobIndex) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((dest, index));
+    }
+}
+
+impl std::fmt::Debug for KeptIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((dest, index)) => write!(f, "KeptIndex({dest}: {index:?})"),
+            None => f.write_str("KeptIndex(empty)"),
+        }
+    }
 }
 
 impl std::fmt::Debug for MigrateOptions {
@@ -150,6 +186,7 @@ impl MigrateOptions {
             mime: true,
             dictionaries: false,
             index_cache: None,
+            keep_index: None,
         }
     }
 
@@ -401,6 +438,7 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
     let src = if prev.is_some() { src.walk_ahead() } else { src };
     let index = Arc::new(LazyIndex {
         cell: std::sync::OnceLock::new(),
+        keep: opts.keep_index.clone(),
         cache: opts.index_cache.as_deref().map(|dir| IndexCache::new(dir, &store)),
         store: store.clone(),
         handle: Handle::current(),
@@ -575,7 +613,7 @@ fn run_pass(
         mime: opts.mime,
         solo_min: opts.segment_target / 2,
     };
-    std::thread::scope(|scope| -> Result<PassResult> {
+    let result = std::thread::scope(|scope| -> Result<PassResult> {
         let reader_error2 = reader_error.clone();
         let index_r = &*index;
         let opts_r = opts.clone();
@@ -689,7 +727,13 @@ fn run_pass(
             return Err(e);
         }
         Ok(result)
-    })
+    });
+    if result.is_ok() {
+        // Every pack of the pass is stored and its index object written: the index holds only blobs the
+        // destination has, and the next pass of this process into it can start from it.
+        LazyIndex::keep(index);
+    }
+    result
 }
 
 /// The destination's dedupe index, loaded by the reader just before it reads the first file that is not carried
@@ -698,6 +742,7 @@ fn run_pass(
 /// of files read after that.
 pub(super) struct LazyIndex {
     cell: std::sync::OnceLock<BlobIndex>,
+    keep: Option<KeptIndex>,
     cache: Option<IndexCache>,
     store: DynStore,
     handle: Handle,
@@ -710,12 +755,14 @@ impl LazyIndex {
             return Ok(index);
         }
         let loading = Instant::now();
-        let (index, s) = self.handle.block_on(BlobIndex::load_cached(&self.store, self.cache.as_ref()))?;
-        let ms = loading.elapsed().as_millis() as u64;
         let dest = self.store.describe();
+        let kept = self.keep.as_ref().and_then(|k| k.take(&dest));
+        let (index, s) = self.handle.block_on(BlobIndex::load_from(&self.store, self.cache.as_ref(), kept))?;
+        let ms = loading.elapsed().as_millis() as u64;
         tracing::info!(
             blobs = index.len(),
             packs = s.packs,
+            kept = s.kept,
             cached = s.cached,
             read = s.fetched,
             ms,
@@ -723,6 +770,15 @@ impl LazyIndex {
             "dedupe index loaded"
         );
         Ok(self.cell.get_or_init(|| index))
+    }
+
+    /// Leave the index this pass loaded (and added its packs to) in [`MigrateOptions::keep_index`], for the next
+    /// pass into the same destination. Only for a pass whose packs are all stored.
+    fn keep(this: Arc<Self>) {
+        let Some(lazy) = Arc::into_inner(this) else { return };
+        if let (Some(keep), Some(index)) = (lazy.keep, lazy.cell.into_inner()) {
+            keep.put(lazy.store.describe(), index);
+        }
     }
 
     /// The index, which the reader loaded before handing out the first piece of a file.
@@ -751,7 +807,7 @@ struct Budget {
 impl Budget {
     fn acquire(self: &Arc<Self>, bytes: usize) -> Permit {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= self.limit {
+        while *used >= self.limit.max(1) {
             used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += bytes;
