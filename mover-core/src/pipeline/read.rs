@@ -334,29 +334,26 @@ impl Batcher {
         self.send_if_full()
     }
 
-    /// Where the next unchanged file's records go: unchanged files in a row go to the collector as one event, one
-    /// buffer of lines rather than one per file. Call [`Batcher::carried`] after.
-    fn carry(&mut self) -> &mut Carry {
+    /// Carry an unchanged file over with `take`, which appends its records to the [`Carry`] it is given and says
+    /// whether it did. Unchanged files in a row go to the collector as one event: one buffer of lines, not one per
+    /// file.
+    fn carry(&mut self, take: impl FnOnce(&mut Carry) -> Result<bool>) -> Result<bool> {
         if !matches!(self.events.last(), Some(Event::Reused(_))) {
             self.events.push(Event::Reused(Carry::default()));
         }
-        match self.events.last_mut() {
-            Some(Event::Reused(carry)) => carry,
-            _ => unreachable!("pushed above"),
+        let Some(Event::Reused(carry)) = self.events.last_mut() else { unreachable!("pushed above") };
+        let before = carry.lines.len();
+        let carried = take(carry)?;
+        let added = carry.lines.len() - before;
+        if carry.files == 0 {
+            self.events.pop(); // nothing carried in it
         }
-    }
-
-    /// After [`Batcher::carry`]: `added` bytes of lines were carried (none: the file was not, and an event that
-    /// carries nothing is taken back).
-    fn carried(&mut self, added: usize) -> Result<()> {
-        if added == 0 {
-            if matches!(self.events.last(), Some(Event::Reused(c)) if c.files == 0) {
-                self.events.pop();
-            }
-            return Ok(());
+        if !carried {
+            return Ok(false);
         }
         self.weight += added;
-        self.send_if_full()
+        self.send_if_full()?;
+        Ok(true)
     }
 
     fn send_if_full(&mut self) -> Result<()> {
@@ -422,15 +419,10 @@ pub(super) fn reader_thread(
             }
             EntryKind::File { maildir } => {
                 let _ = maildir;
-                if let Some(prev) = prev.as_mut() {
-                    let carry = out.carry();
-                    let before = carry.lines.len();
-                    let carried = prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns, carry)?;
-                    let added = carry.lines.len() - before;
-                    out.carried(added)?;
-                    if carried {
-                        continue;
-                    }
+                if let Some(prev) = prev.as_mut()
+                    && out.carry(|carry| prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns, carry))?
+                {
+                    continue;
                 }
                 index.load()?;
                 reader.read_file(&entry, source.as_ref(), &mut |ev| out.emit(ev))?;
