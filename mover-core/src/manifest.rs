@@ -893,6 +893,35 @@ mod tests {
         assert_eq!(lines, vec![b"{\"t\":\"end\"}\n".to_vec(), b"{\"t\":\"end\"}".to_vec()]);
     }
 
+    proptest::proptest! {
+        /// Whatever a file record holds (any path bytes, any size, mode and time, with or without Maildir info),
+        /// the fast reading of the line serde writes for it gives its path, size and mtime, or leaves it to serde.
+        #[test]
+        fn file_fields_never_misread_a_file_record(
+            path in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            size in proptest::prop_oneof![0u64..20, proptest::prelude::any::<u64>()],
+            mode in proptest::prelude::any::<u32>(),
+            mtime in proptest::prop_oneof![-20i64..20, proptest::prelude::any::<i64>()],
+            maildir in proptest::prelude::any::<bool>(),
+        ) {
+            let rec = Record::File {
+                path: ByteStr(path.clone()),
+                kind: if maildir { FileKind::Maildir } else { FileKind::Mbox },
+                size,
+                mode,
+                mtime,
+                maildir: maildir.then(|| crate::source::maildir::parse_name(&path, "cur")),
+            };
+            let line = serde_json::to_vec(&rec).unwrap();
+            if let Some(f) = file_fields(&line) {
+                proptest::prop_assert_eq!(f, (&path[..], size, mtime));
+            }
+            // Printable UTF-8 without quotes or backslashes is read the fast way.
+            let plain = std::str::from_utf8(&path).is_ok() && !path.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+            proptest::prop_assert_eq!(file_fields(&line).is_some(), plain);
+        }
+    }
+
     #[test]
     fn every_record_kind_is_written_first() {
         // The carry-over path relies on serde writing the tag of an internally tagged enum first.
