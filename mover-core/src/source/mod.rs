@@ -184,10 +184,8 @@ impl std::fmt::Debug for FrameDebug {
     }
 }
 
-fn lstat(path: &Path) -> std::io::Result<(std::fs::Metadata, Stat)> {
-    let m = std::fs::symlink_metadata(path)?;
-    let s = Stat::of(&m);
-    Ok((m, s))
+fn lstat(path: &Path) -> std::io::Result<Stat> {
+    std::fs::symlink_metadata(path).map(|m| Stat::of(&m))
 }
 
 impl FsSource {
@@ -396,7 +394,7 @@ impl Source for FsSource {
             self.started = true;
             // The root itself comes first, with an empty path: its permissions (mail directories are usually
             // private) and times are restored onto the target directory.
-            let root = lstat(&self.root).map(|(_, stat)| Entry {
+            let root = lstat(&self.root).map(|stat| Entry {
                 rel: Vec::new(),
                 base: self.root.clone(),
                 kind: EntryKind::Dir,
@@ -432,16 +430,22 @@ impl Source for FsSource {
             // Made here only for directories and links; files have theirs on demand (`Entry::abs`).
             let abs = || join_abs(&top.abs, name);
             let rel = join_rel(&top.rel, name);
-            let (ft, stat) = match meta.map(|m| (m, m.stat)) {
-                Ok(x) => x,
+            let found = match meta {
+                Ok(m) => m,
                 Err(e) => {
                     return Some(Err(WalkError { rel, error: Error::io(format!("stat {}", abs().display()), e) }));
                 }
             };
-            if ft.is_dir() {
+            if found.is_dir() {
                 let sub =
                     if top.is_maildir { maildir::SUBDIRS.iter().copied().find(|s| s.as_bytes() == name) } else { None };
-                let entry = Entry { rel: rel.clone(), base: self.root.clone(), kind: EntryKind::Dir, stat, dir: None };
+                let entry = Entry {
+                    rel: rel.clone(),
+                    base: self.root.clone(),
+                    kind: EntryKind::Dir,
+                    stat: found.stat,
+                    dir: None,
+                };
                 let abs = abs();
                 match Self::frame(abs.clone(), rel.clone(), sub) {
                     Ok(f) => self.stack.push(FrameDebug(f)),
@@ -451,9 +455,9 @@ impl Source for FsSource {
                 }
                 return Some(Ok(entry));
             }
-            let kind = if ft.is_file() {
+            let kind = if found.is_file() {
                 EntryKind::File { maildir: top.maildir_sub }
-            } else if ft.is_symlink() {
+            } else if found.is_symlink() {
                 let abs = abs();
                 match std::fs::read_link(&abs) {
                     Ok(t) => EntryKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
@@ -468,7 +472,7 @@ impl Source for FsSource {
                 EntryKind::Special
             };
             let dir = if matches!(kind, EntryKind::File { .. }) { Some(top.dir.clone()) } else { None };
-            return Some(Ok(Entry { rel, base: self.root.clone(), kind, stat, dir }));
+            return Some(Ok(Entry { rel, base: self.root.clone(), kind, stat: found.stat, dir }));
         }
     }
 
