@@ -298,6 +298,14 @@ pub fn gen_corpus(a: GenCorpusArgs) -> anyhow::Result<u8> {
     for m in &stats.mailboxes {
         out!("  moverd migrate {} DEST --mailbox {}", m.path.display(), m.name);
     }
+    // All at once, when one format was written (both formats have the same mailbox names: `--each` over each
+    // directory into one DEST would make the mbox copies later passes of the Maildir mailboxes).
+    let mut roots: Vec<&std::path::Path> = stats.mailboxes.iter().filter_map(|m| m.path.parent()).collect();
+    roots.sort();
+    roots.dedup();
+    if let [root] = roots[..] {
+        out!("  moverd migrate-many DEST --each {}      # all of them, in one process", root.display());
+    }
     Ok(EXIT_OK)
 }
 

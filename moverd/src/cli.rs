@@ -73,6 +73,23 @@ pub enum Command {
         moverd migrate /home/alice/Maildir /srv/dest --mailbox alice@example.org\n  \
         moverd migrate /var/mail/bob /srv/dest --json     # mailbox id defaults to the file name: bob")]
     Migrate(MigrateArgs),
+    /// Migrate many mailboxes, one pass each, one after the other in one process: from a list (--list FILE of
+    /// `MAILBOX<TAB>SOURCE` lines) or every entry of a directory (--each DIR).
+    ///
+    /// Same passes as `migrate` (run it again for delta passes), but the destination's dedupe index is kept from one
+    /// mailbox to the next instead of being loaded again for each, and the wave gets one report: a line per
+    /// mailbox as it ends, then the totals and the failures. A failed mailbox does not stop the others (unless
+    /// --stop-on-error). Interrupting it is safe: every mailbox that ended is committed, and running the same
+    /// command again finds them unchanged.
+    #[command(
+        name = "migrate-many",
+        after_help = "Examples:\n  \
+        moverd migrate-many /srv/mover-dest --each /var/mail            # /var/mail/alice -> mailbox alice, ...\n  \
+        moverd migrate-many s3://archive/site1 --list wave-07.tsv --json > wave-07.jsonl\n  \
+        printf 'alice\\t/home/alice/Maildir\\n' | moverd migrate-many /srv/mover-dest --list -\n\n\
+        Exit code 1 if any mailbox failed, else 3 if any had quarantined items, else 0."
+    )]
+    MigrateMany(crate::many::MigrateManyArgs),
     /// Check a destination: read every blob a mailbox needs, check every hash, rebuild every message and file in
     /// memory and compare with what was recorded at migration. Writes nothing.
     #[command(after_help = "Examples:\n  moverd verify /srv/dest                 # every mailbox\n  \
@@ -140,7 +157,7 @@ fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
 }
 
 impl StoreArgs {
-    fn open(&self, dest: &str) -> anyhow::Result<DynStore> {
+    pub(crate) fn open(&self, dest: &str) -> anyhow::Result<DynStore> {
         let config = mover_core::store::S3Config {
             endpoint_url: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
@@ -170,6 +187,17 @@ pub struct MigrateArgs {
     /// Print one JSON summary object on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// How each pass runs.
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How a migration pass runs: the options `migrate` and `migrate-many` share.
+#[derive(Debug, Clone, Args)]
+pub struct PassArgs {
     /// zstd compression level (1-22; 3 is fast and gets most of the gain).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub zstd_level: i32,
@@ -208,9 +236,34 @@ pub struct MigrateArgs {
     /// Read every pack index from the destination (no local copy; wins over --index-cache and MOVER_INDEX_CACHE).
     #[arg(long)]
     pub no_index_cache: bool,
-    /// No progress display.
-    #[arg(long, short)]
-    pub quiet: bool,
+}
+
+impl PassArgs {
+    /// The options of one pass of `mailbox`.
+    pub fn options(&self, mailbox: String) -> MigrateOptions {
+        let mut opts = MigrateOptions::new(mailbox);
+        opts.zstd_level = self.zstd_level;
+        opts.pack_target = self.pack_size as usize;
+        // A pack holds at least one segment: a small --pack-size brings the segment size down with it.
+        opts.segment_target = self.segment_size.min(self.pack_size) as usize;
+        opts.threads = self.threads;
+        opts.read.mmap = !self.no_mmap;
+        opts.mime = !self.no_mime;
+        opts.dictionaries = self.dictionaries;
+        opts.index_cache =
+            if self.no_index_cache { None } else { self.index_cache.clone().or_else(default_index_cache) };
+        opts
+    }
+}
+
+/// The mailbox id a SOURCE gets when none is given: its file name (of the path resolved, so `.` works).
+pub fn default_mailbox(source: &std::path::Path) -> anyhow::Result<String> {
+    source
+        .canonicalize()
+        .unwrap_or_else(|_| source.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", source.display()))
 }
 
 /// Arguments of `verify`.
@@ -284,6 +337,7 @@ pub fn init_logging(verbose: u8) {
 pub async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Migrate(a) => migrate(a).await,
+        Command::MigrateMany(a) => crate::many::migrate_many(a).await,
         Command::Verify(a) => verify(a).await,
         Command::Restore(a) => restore(a).await,
         Command::Ls(a) => ls(a).await,
@@ -306,7 +360,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// The `--json` summary of `migrate`: the fields scripts rely on first, then everything else.
 #[derive(Debug, serde::Serialize)]
-struct MigrateJson<'a> {
+pub(crate) struct MigrateJson<'a> {
     mailbox: &'a str,
     pass: u32,
     files: u64,
@@ -323,28 +377,34 @@ struct MigrateJson<'a> {
     quarantine: &'a [mover_core::report::QuarantineItem],
 }
 
+impl<'a> MigrateJson<'a> {
+    pub(crate) fn of(s: &'a MigrationSummary) -> Self {
+        MigrateJson {
+            mailbox: &s.mailbox,
+            pass: s.pass,
+            files: s.files,
+            messages: s.messages,
+            source_bytes: s.source_bytes,
+            new_stored_bytes: s.new_stored_bytes,
+            quarantined: s.quarantined,
+            seconds: s.seconds,
+            nothing_new: s.nothing_new,
+            source: &s.source,
+            destination: &s.destination,
+            stats: &s.stats,
+            requests: &s.requests,
+            quarantine: &s.quarantine,
+        }
+    }
+}
+
 async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     let mailbox = match a.mailbox {
         Some(m) => m,
-        None => a
-            .source
-            .canonicalize()
-            .unwrap_or_else(|_| a.source.clone())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", a.source.display()))?,
+        None => default_mailbox(&a.source)?,
     };
     let store = a.store.open(&a.dest)?;
-    let mut opts = MigrateOptions::new(mailbox);
-    opts.zstd_level = a.zstd_level;
-    opts.pack_target = a.pack_size as usize;
-    // A pack holds at least one segment: a small --pack-size brings the segment size down with it.
-    opts.segment_target = a.segment_size.min(a.pack_size) as usize;
-    opts.threads = a.threads;
-    opts.read.mmap = !a.no_mmap;
-    opts.mime = !a.no_mime;
-    opts.dictionaries = a.dictionaries;
-    opts.index_cache = if a.no_index_cache { None } else { a.index_cache.clone().or_else(default_index_cache) };
+    let mut opts = a.pass.options(mailbox);
     let progress = Arc::new(Progress::default());
     opts.progress = Some(progress.clone());
     let show = !a.json && !a.quiet && std::io::stderr().is_terminal();
@@ -392,22 +452,7 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<u8> {
     }
     let s = result?;
     if a.json {
-        print_json(&MigrateJson {
-            mailbox: &s.mailbox,
-            pass: s.pass,
-            files: s.files,
-            messages: s.messages,
-            source_bytes: s.source_bytes,
-            new_stored_bytes: s.new_stored_bytes,
-            quarantined: s.quarantined,
-            seconds: s.seconds,
-            nothing_new: s.nothing_new,
-            source: &s.source,
-            destination: &s.destination,
-            stats: &s.stats,
-            requests: &s.requests,
-            quarantine: &s.quarantine,
-        })?;
+        print_json(&MigrateJson::of(&s))?;
     } else {
         print_migrate_summary(&s);
     }

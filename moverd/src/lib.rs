@@ -16,6 +16,7 @@ macro_rules! out {
 pub mod bench;
 pub mod cli;
 pub mod display;
+pub mod many;
 
 /// The exit status of a process killed by SIGPIPE (128 + 13), used when stdout's reader has gone.
 pub const EXIT_BROKEN_PIPE: i32 = 141;

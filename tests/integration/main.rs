@@ -7,6 +7,7 @@ mod badinput;
 mod common;
 mod corpora;
 mod dedupe;
+mod many;
 mod memory;
 mod rerun;
 mod roundtrip;

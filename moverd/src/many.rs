@@ -1,0 +1,366 @@
+//! `moverd migrate-many`: a wave of mailboxes in one process, one pass each, one after the other.
+//!
+//! What one process gives that a shell loop over `moverd migrate` does not: the destination's dedupe index is kept
+//! from one mailbox to the next ([`KeptIndex`]: each pass reads only the pack indexes that are new since the
+//! previous one, instead of the local cache file and the whole table again), one store client (S3 connections
+//! reused), and one report for the wave. Each mailbox is still its own pass with its own manifest, committed when
+//! its packs are acknowledged: interrupting the wave loses nothing, and running the same command again makes delta
+//! passes (the mailboxes already done store nothing).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use clap::Args;
+use mover_core::pipeline::{KeptIndex, Progress};
+use mover_core::report::MigrationSummary;
+
+use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_QUARANTINED, MigrateJson, PassArgs, StoreArgs, default_mailbox};
+use crate::display;
+
+/// Arguments of `migrate-many`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mailboxes").required(true).args(["list", "each"])))]
+pub struct MigrateManyArgs {
+    /// S3 options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where to store: a local directory (created if missing), or s3://bucket/prefix.
+    pub dest: String,
+    /// The mailboxes, one per line: `MAILBOX<TAB>SOURCE`, or just `SOURCE` (the mailbox id is then its file
+    /// name). Blank lines and lines starting with `#` are skipped; `-` reads the list from stdin. Relative paths
+    /// are relative to the current directory.
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+    /// Every entry of DIR (sub-directory or mbox file, in name order, hidden ones skipped) is a mailbox, named
+    /// after it: `--each /var/mail` migrates /var/mail/alice as mailbox "alice".
+    #[arg(long, value_name = "DIR")]
+    pub each: Option<PathBuf>,
+    /// Stop at the first mailbox that fails (quarantined items are not a failure). By default the wave goes on
+    /// and the failures are listed at the end.
+    #[arg(long)]
+    pub stop_on_error: bool,
+    /// One JSON object per line on stdout: one per mailbox as it ends (the `migrate --json` summary with a
+    /// `status`: "migrated", a new pass committed, or "unchanged", nothing changed since the previous pass; or
+    /// `"status": "failed"` with the `error`), then `{"total": ...}`.
+    #[arg(long)]
+    pub json: bool,
+    /// How each pass runs.
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// One mailbox of the wave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// The mailbox id in the destination.
+    pub mailbox: String,
+    /// The mail store to read.
+    pub source: PathBuf,
+}
+
+/// The mailboxes of a list file: `MAILBOX<TAB>SOURCE` or `SOURCE` lines (see [`MigrateManyArgs::list`]). `what`
+/// names the list in errors. Fails on a line without a source, an invalid mailbox id, or a mailbox listed twice
+/// (two sources into one mailbox would overwrite each other's passes), naming the line.
+pub fn parse_list(text: &str, what: &str) -> anyhow::Result<Vec<Planned>> {
+    let mut out: Vec<Planned> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (mailbox, source) = match line.split_once('\t') {
+            Some((m, s)) => (m.trim().to_string(), PathBuf::from(s.trim())),
+            None => {
+                let source = PathBuf::from(line.trim());
+                (default_mailbox(&source).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?, source)
+            }
+        };
+        if source.as_os_str().is_empty() {
+            anyhow::bail!("{what} line {n}: no source after the mailbox id {mailbox:?}");
+        }
+        mover_core::layout::validate_mailbox(&mailbox).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?;
+        if let Some(first) = seen.insert(mailbox.clone(), n) {
+            anyhow::bail!("{what} line {n}: mailbox {mailbox:?} is already on line {first}");
+        }
+        out.push(Planned { mailbox, source });
+    }
+    Ok(out)
+}
+
+/// Every entry of `dir` that does not start with `.`, in name order, as a mailbox named after it.
+pub fn list_each(dir: &Path) -> anyhow::Result<Vec<Planned>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            anyhow::bail!(
+                "{}: the name is not UTF-8, so it cannot be a mailbox id; list it with --list as MAILBOX<TAB>SOURCE",
+                entry.path().display()
+            );
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        mover_core::layout::validate_mailbox(name).map_err(|e| anyhow::anyhow!("{}: {e}", entry.path().display()))?;
+        out.push(Planned { mailbox: name.to_string(), source: entry.path() });
+    }
+    out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    Ok(out)
+}
+
+/// How one mailbox ended.
+enum Outcome {
+    Done(Box<MigrationSummary>),
+    Failed(String),
+}
+
+/// What the wave did, for the last line.
+#[derive(Debug, Default, serde::Serialize)]
+struct Total {
+    mailboxes: usize,
+    /// Mailboxes with a new pass committed.
+    migrated: usize,
+    /// Mailboxes in which nothing changed since their previous pass (which stays the current one).
+    unchanged: usize,
+    /// Mailboxes migrated with quarantined items (counted in `migrated` or `unchanged` too).
+    quarantined: usize,
+    failed: usize,
+    messages: u64,
+    /// Bytes of the mailboxes' files (read or carried over unchanged).
+    source_bytes: u64,
+    /// Bytes read (files new or changed since the previous pass).
+    read_bytes: u64,
+    new_stored_bytes: u64,
+    seconds: f64,
+    /// Mailboxes that failed, in order.
+    failures: Vec<String>,
+}
+
+/// Run `migrate-many`; returns the exit code.
+pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
+    let plan = match (&a.list, &a.each) {
+        (Some(list), _) if list.as_os_str() == "-" => {
+            let mut text = String::new();
+            for line in std::io::stdin().lock().lines() {
+                text.push_str(&line?);
+                text.push('\n');
+            }
+            parse_list(&text, "the list on stdin")?
+        }
+        (Some(list), _) => {
+            let text = std::fs::read_to_string(list).map_err(|e| anyhow::anyhow!("reading {}: {e}", list.display()))?;
+            parse_list(&text, &list.display().to_string())?
+        }
+        (None, Some(dir)) => list_each(dir)?,
+        (None, None) => unreachable!("clap requires --list or --each"),
+    };
+    if plan.is_empty() {
+        anyhow::bail!("no mailboxes to migrate");
+    }
+    let store = a.store.open(&a.dest)?;
+    let kept = KeptIndex::new();
+    let started = Instant::now();
+    let mut total = Total { mailboxes: plan.len(), ..Total::default() };
+    let bar = (!a.json && !a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(plan.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} mailboxes {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let width = plan.len().to_string().len();
+    for (i, p) in plan.iter().enumerate() {
+        let mut opts = a.pass.options(p.mailbox.clone());
+        opts.keep_index = Some(kept.clone());
+        // The bar shows the mailbox being migrated and how far it is (a large mailbox takes minutes).
+        let ticker = bar.clone().map(|bar| {
+            let progress = Arc::new(Progress::default());
+            opts.progress = Some(progress.clone());
+            let mailbox = p.mailbox.clone();
+            tokio::spawn(async move {
+                loop {
+                    bar.set_message(format!(
+                        "{mailbox}: {} messages, {} read",
+                        progress.messages.load(Ordering::Relaxed),
+                        display::bytes(progress.bytes.load(Ordering::Relaxed))
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
+        });
+        let outcome = match mover_core::pipeline::migrate(&p.source, store.clone(), opts).await {
+            Ok(s) => Outcome::Done(Box::new(s)),
+            Err(e) => Outcome::Failed(format!("{e}")),
+        };
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let line = report(&a, &mut total, p, &outcome, format!("[{:>width$}/{}]", i + 1, plan.len()))?;
+        match &bar {
+            Some(bar) => {
+                bar.suspend(|| out!("{line}"));
+                bar.inc(1);
+            }
+            None => out!("{line}"),
+        }
+        if a.stop_on_error && matches!(outcome, Outcome::Failed(_)) {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    if a.json {
+        out!("{}", serde_json::to_string(&serde_json::json!({ "total": &total }))?);
+    } else {
+        let done = total.migrated + total.unchanged;
+        out!(
+            "{done} of {} mailboxes done ({} migrated, {} unchanged since their previous pass), {} failed, {} with quarantined \
+             items; {} messages, {} of mail, {} read ({}), {} new in {}, {:.1} s",
+            total.mailboxes,
+            total.migrated,
+            total.unchanged,
+            total.failed,
+            total.quarantined,
+            total.messages,
+            display::bytes(total.source_bytes),
+            display::bytes(total.read_bytes),
+            display::rate(total.read_bytes, total.seconds),
+            display::bytes(total.new_stored_bytes),
+            store.describe(),
+            total.seconds,
+        );
+        if done + total.failed < total.mailboxes {
+            out!(
+                "stopped at the first failure (--stop-on-error): {} mailboxes not started",
+                total.mailboxes - done - total.failed
+            );
+        }
+        for f in &total.failures {
+            out!("  FAILED: {f}");
+        }
+    }
+    Ok(if total.failed > 0 {
+        EXIT_FAILURE
+    } else if total.quarantined > 0 {
+        EXIT_QUARANTINED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Count `outcome` into `total` and render its line (JSON or human).
+fn report(
+    a: &MigrateManyArgs,
+    total: &mut Total,
+    p: &Planned,
+    outcome: &Outcome,
+    at: String,
+) -> anyhow::Result<String> {
+    match outcome {
+        Outcome::Done(s) => {
+            // A pass that commits a manifest stores at least the manifest; one that found nothing changed since
+            // the previous pass keeps that one and stores nothing. (`nothing_new` is also true of a new mailbox whose
+            // every blob the destination already had: that is a new pass, "migrated".)
+            let unchanged = s.nothing_new && s.new_stored_bytes == 0;
+            let status = if unchanged { "unchanged" } else { "migrated" };
+            if unchanged {
+                total.unchanged += 1;
+            } else {
+                total.migrated += 1;
+            }
+            total.quarantined += usize::from(s.quarantined > 0);
+            total.messages += s.messages;
+            total.source_bytes += s.source_bytes;
+            total.read_bytes += s.stats.read_bytes;
+            total.new_stored_bytes += s.new_stored_bytes;
+            if a.json {
+                let mut v = serde_json::to_value(MigrateJson::of(s))?;
+                v["status"] = status.into();
+                return Ok(serde_json::to_string(&v)?);
+            }
+            let quarantined =
+                if s.quarantined > 0 { format!(", {} QUARANTINED (see --json)", s.quarantined) } else { String::new() };
+            Ok(format!(
+                "{at} {status:<9} {} (pass {}): {} messages, {} read, {} new, {:.2} s{quarantined}",
+                s.mailbox,
+                s.pass,
+                s.messages,
+                display::bytes(s.stats.read_bytes),
+                display::bytes(s.new_stored_bytes),
+                s.seconds
+            ))
+        }
+        Outcome::Failed(error) => {
+            total.failed += 1;
+            total.failures.push(format!("{} ({}): {error}", p.mailbox, p.source.display()));
+            if a.json {
+                let v = serde_json::json!({
+                    "mailbox": p.mailbox,
+                    "source": p.source.display().to_string(),
+                    "status": "failed",
+                    "error": error,
+                });
+                return Ok(serde_json::to_string(&v)?);
+            }
+            Ok(format!("{at} FAILED    {} ({}): {error}", p.mailbox, p.source.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_names_mailboxes_or_takes_them_from_the_source() {
+        let text =
+            "# wave 1\n\nalice\t/srv/mail/alice/Maildir\n/var/mail/bob\r\n  \ncarol smith\t /srv/with space/c \n";
+        let plan = parse_list(text, "wave.tsv").unwrap();
+        assert_eq!(
+            plan,
+            vec![
+                Planned { mailbox: "alice".into(), source: "/srv/mail/alice/Maildir".into() },
+                Planned { mailbox: "bob".into(), source: "/var/mail/bob".into() },
+                Planned { mailbox: "carol smith".into(), source: "/srv/with space/c".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_list_with_a_mailbox_twice_or_without_a_source_is_refused_naming_the_line() {
+        let e = parse_list("a\t/x\nb\t/y\n/z/a\n", "wave.tsv").unwrap_err().to_string();
+        assert!(e.contains("wave.tsv line 3") && e.contains("already on line 1"), "{e}");
+        let e = parse_list("a\t/x\nb\t \n", "wave.tsv").unwrap_err().to_string();
+        assert!(e.contains("wave.tsv line 2") && e.contains("no source"), "{e}");
+        let e = parse_list("a\u{7}b\t/x\n", "wave.tsv").unwrap_err().to_string();
+        assert!(e.contains("wave.tsv line 1") && e.contains("invalid mailbox id"), "{e}");
+    }
+
+    #[test]
+    fn each_takes_the_entries_of_a_directory_in_name_order_without_hidden_ones() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["carol", "alice", ".snapshot"] {
+            std::fs::create_dir(d.path().join(name)).unwrap();
+        }
+        std::fs::write(d.path().join("bob"), b"From x\n").unwrap();
+        let plan = list_each(d.path()).unwrap();
+        let names: Vec<_> = plan.iter().map(|p| p.mailbox.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert_eq!(plan[1].source, d.path().join("bob"));
+    }
+}
