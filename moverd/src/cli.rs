@@ -79,15 +79,17 @@ pub enum Command {
     /// Same passes as `migrate` (run it again for delta passes), but the destination's dedupe index is kept from one
     /// mailbox to the next instead of being loaded again for each, and the wave gets one report: a line per
     /// mailbox as it ends, then the totals and the failures. A failed mailbox does not stop the others (unless
-    /// --stop-on-error). Interrupting it is safe: every mailbox that ended is committed, and running the same
-    /// command again finds them unchanged.
+    /// --stop-on-error). Ctrl-C or SIGTERM (the end of a migration window) stops it after the mailbox in progress;
+    /// a second one stops it at once. Either way nothing is lost: every mailbox that ended is committed, and
+    /// running the same command again finds them unchanged and goes on with the others.
     #[command(
         name = "migrate-many",
         after_help = "Examples:\n  \
         moverd migrate-many /srv/mover-dest --each /var/mail            # /var/mail/alice -> mailbox alice, ...\n  \
         moverd migrate-many s3://archive/site1 --list wave-07.tsv --json > wave-07.jsonl\n  \
         printf 'alice\\t/home/alice/Maildir\\n' | moverd migrate-many /srv/mover-dest --list -\n\n\
-        Exit code 1 if any mailbox failed, else 3 if any had quarantined items, else 0."
+        Exit code 1 if any mailbox failed, else 130 or 143 if SIGINT or SIGTERM stopped the wave before its end, \
+        else 3 if any mailbox had quarantined items, else 0."
     )]
     MigrateMany(crate::many::MigrateManyArgs),
     /// Check a destination: read every blob a mailbox needs, check every hash, rebuild every message and file in

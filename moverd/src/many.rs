@@ -10,7 +10,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use clap::Args;
@@ -142,8 +142,36 @@ struct Total {
     read_bytes: u64,
     new_stored_bytes: u64,
     seconds: f64,
+    /// Mailboxes not started: the wave was stopped by a signal or, with --stop-on-error, by a failure.
+    not_started: usize,
+    /// Why the wave stopped before its end: "signal" or "error".
+    stopped: Option<&'static str>,
     /// Mailboxes that failed, in order.
     failures: Vec<String>,
+}
+
+/// The first SIGINT or SIGTERM sets `stop` to its number: the wave finishes the mailbox in progress (which is then
+/// committed) and starts no other. A second one ends the process at once: the mailbox in progress is not committed
+/// (nothing is lost: its next pass stores what this one did not, and finds the packs this one stored).
+async fn stop_on_signal(
+    mut int: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+    stop: Arc<AtomicI32>,
+) {
+    loop {
+        let n = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        if stop.swap(n, Ordering::Relaxed) != 0 {
+            eprintln!("moverd: stopping now; the mailbox in progress is not committed and is migrated again next time");
+            std::process::exit(128 + n);
+        }
+        eprintln!(
+            "moverd: stopping after the mailbox in progress (signal again to stop at once: that mailbox is then not \
+             committed, and is migrated again next time)"
+        );
+    }
 }
 
 /// Run `migrate-many`; returns the exit code.
@@ -182,7 +210,22 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
         bar
     });
     let width = plan.len().to_string().len();
+    let stop = Arc::new(AtomicI32::new(0));
+    // Registered before the first mailbox starts: from here on the signals no longer end the process by default.
+    let signals = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+    );
+    let watcher = match signals {
+        (Ok(int), Ok(term)) => Some(tokio::spawn(stop_on_signal(int, term, stop.clone()))),
+        _ => None, // the default: a signal ends the process (and the mailbox in progress is not committed)
+    };
     for (i, p) in plan.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) != 0 {
+            total.stopped = Some("signal");
+            total.not_started = plan.len() - i;
+            break;
+        }
         let mut opts = a.pass.options(p.mailbox.clone());
         opts.keep_index = Some(kept.clone());
         // The bar shows the mailbox being migrated and how far it is (a large mailbox takes minutes).
@@ -217,8 +260,13 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             None => out!("{line}"),
         }
         if a.stop_on_error && matches!(outcome, Outcome::Failed(_)) {
+            total.stopped = Some("error");
+            total.not_started = plan.len() - i - 1;
             break;
         }
+    }
+    if let Some(w) = watcher {
+        w.abort();
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -229,8 +277,8 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
     } else {
         let done = total.migrated + total.unchanged;
         out!(
-            "{done} of {} mailboxes done ({} migrated, {} unchanged since their previous pass), {} failed, {} with quarantined \
-             items; {} messages, {} of mail, {} read ({}), {} new in {}, {:.1} s",
+            "{done} of {} mailboxes done ({} migrated, {} unchanged since their previous pass), {} failed, {} with \
+             quarantined items; {} messages, {} of mail, {} read ({}), {} new in {}, {:.1} s",
             total.mailboxes,
             total.migrated,
             total.unchanged,
@@ -244,18 +292,25 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             store.describe(),
             total.seconds,
         );
-        if done + total.failed < total.mailboxes {
-            out!(
-                "stopped at the first failure (--stop-on-error): {} mailboxes not started",
-                total.mailboxes - done - total.failed
-            );
+        match total.stopped {
+            Some("error") => out!("stopped at the first failure (--stop-on-error): {} not started", total.not_started),
+            Some(_) => out!(
+                "stopped by a signal after the mailbox in progress: {} not started (run the same command again to \
+                 go on: the mailboxes done are found unchanged)",
+                total.not_started
+            ),
+            None => {}
         }
         for f in &total.failures {
             out!("  FAILED: {f}");
         }
     }
+    let signal = stop.load(Ordering::Relaxed);
     Ok(if total.failed > 0 {
         EXIT_FAILURE
+    } else if total.stopped.is_some() && signal != 0 {
+        // As a shell reports a command ended by that signal: the wave is not complete.
+        (128 + signal) as u8
     } else if total.quarantined > 0 {
         EXIT_QUARANTINED
     } else {

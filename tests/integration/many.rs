@@ -137,3 +137,56 @@ fn each_entry_of_a_directory_is_a_mailbox_and_stop_on_error_stops() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2") && stderr.contains("already on line 1"), "{stderr}");
 }
+
+#[test]
+fn a_signal_stops_the_wave_after_the_mailbox_in_progress_and_the_same_command_goes_on() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("corpus");
+    moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "9", "--mailboxes", "6", "--messages", "150"], EXIT_OK);
+    let boxes = src.join("maildir");
+    let dest = work.path().join("dest");
+    let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--each".as_ref(), boxes.as_os_str(), "--json".as_ref()];
+    let mut child = moverd_cmd()
+        .args(args)
+        .env("MOVER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    // SIGTERM as soon as the first mailbox has ended: the second is in progress (or about to start).
+    // SAFETY: kill(2) on our own child, which has not been waited for yet.
+    #[allow(unsafe_code)]
+    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(killed, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{stderr}");
+    assert!(stderr.contains("stopping after the mailbox in progress"), "{stderr}");
+    let (lines, total) = json_lines(&(first + &rest));
+    assert_eq!(total["stopped"], "signal");
+    let done = lines.len();
+    assert!((1..6).contains(&done), "{done} mailboxes ended before the stop");
+    assert_eq!(total["not_started"].as_u64(), Some(6 - done as u64));
+    assert!(lines.iter().all(|l| l["status"] == "migrated"), "{lines:#?}");
+    // What ended is committed: it restores byte for byte.
+    for l in &lines {
+        let m = l["mailbox"].as_str().unwrap();
+        let to = work.path().join("restored").join(m);
+        restore(&dest, m, None, &to);
+        assert_same_tree(&boxes.join(m), &to);
+    }
+    // The same command again: the mailboxes done are unchanged, the others migrated.
+    let (again, total) = migrate_many(&dest, &["--each".as_ref(), boxes.as_os_str()], EXIT_OK);
+    let status: Vec<&str> = again.iter().map(|l| l["status"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = (0..6).map(|i| if i < done { "unchanged" } else { "migrated" }).collect();
+    assert_eq!(status, expected);
+    assert_eq!(total["stopped"], serde_json::Value::Null);
+    moverd_ok([OsStr::new("verify"), dest.as_os_str()], EXIT_OK);
+}
