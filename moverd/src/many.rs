@@ -35,7 +35,9 @@ pub struct MigrateManyArgs {
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
     /// Every entry of DIR (sub-directory or mbox file, in name order, hidden ones skipped) is a mailbox, named
-    /// after it: `--each /var/mail` migrates /var/mail/alice as mailbox "alice".
+    /// after it: `--each /var/mail` migrates /var/mail/alice as mailbox "alice". One path component may hold a
+    /// `*` (quote it from the shell): `--each '/home/*/Maildir'` migrates /home/alice/Maildir as "alice" (homes
+    /// without a Maildir are skipped), `--each '/var/vmail/example.org/*'` every mailbox of that domain.
     #[arg(long, value_name = "DIR")]
     pub each: Option<PathBuf>,
     /// Stop at the first mailbox that fails (quarantined items are not a failure). By default the wave goes on
@@ -95,24 +97,55 @@ pub fn parse_list(text: &str, what: &str) -> anyhow::Result<Vec<Planned>> {
     Ok(out)
 }
 
-/// Every entry of `dir` that does not start with `.`, in name order, as a mailbox named after it.
-pub fn list_each(dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
+/// The mailboxes of `--each PATTERN`. Without a `*`: every entry of the directory that does not start with `.`,
+/// named after it. With one path component holding a `*` (`/home/*/Maildir`, `/var/vmail/example.org/*`): every
+/// entry of that component's directory whose name matches it (`*` stands for any run of characters; a name
+/// starting with `.` only if the pattern's does), followed by the rest of the pattern, where that path exists;
+/// the mailbox is named after the matched entry (`/home/alice/Maildir` → "alice"). In name order.
+pub fn list_each(pattern: &Path) -> anyhow::Result<Vec<Planned>> {
+    use std::os::unix::ffi::OsStrExt;
+    let parts: Vec<_> = pattern.components().collect();
+    let starred: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].as_os_str().as_bytes().contains(&b'*')).collect();
+    let (dir, component, rest) = match starred[..] {
+        [] => (pattern.to_path_buf(), b"*".to_vec(), PathBuf::new()),
+        [i] => (
+            parts[..i].iter().collect::<PathBuf>(),
+            parts[i].as_os_str().as_bytes().to_vec(),
+            parts[i + 1..].iter().collect::<PathBuf>(),
+        ),
+        _ => anyhow::bail!("{}: only one path component may hold a `*`", pattern.display()),
+    };
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let Some(star) = component.iter().position(|&b| b == b'*') else { unreachable!("the component holds a *") };
+    let (prefix, suffix) = (&component[..star], &component[star + 1..]);
+    if suffix.contains(&b'*') {
+        anyhow::bail!("{}: only one `*` per pattern", pattern.display());
+    }
+    let entries = std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
         let name = entry.file_name();
+        let bytes = name.as_bytes();
+        let matches = bytes.len() >= prefix.len() + suffix.len()
+            && bytes.starts_with(prefix)
+            && bytes.ends_with(suffix)
+            && (!bytes.starts_with(b".") || prefix.starts_with(b"."));
+        if !matches {
+            continue;
+        }
+        let source = entry.path().join(&rest);
+        if !rest.as_os_str().is_empty() && std::fs::symlink_metadata(&source).is_err() {
+            continue; // /home/bob has no Maildir: not a mailbox
+        }
         let Some(name) = name.to_str() else {
             anyhow::bail!(
                 "{}: the name is not UTF-8, so it cannot be a mailbox id; list it with --list as MAILBOX<TAB>SOURCE",
                 entry.path().display()
             );
         };
-        if name.starts_with('.') {
-            continue;
-        }
         mover_core::layout::validate_mailbox(name).map_err(|e| anyhow::anyhow!("{}: {e}", entry.path().display()))?;
-        out.push(Planned { mailbox: name.to_string(), source: entry.path() });
+        out.push(Planned { mailbox: name.to_string(), source });
     }
     out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
     Ok(out)
@@ -189,7 +222,7 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             let text = std::fs::read_to_string(list).map_err(|e| anyhow::anyhow!("reading {}: {e}", list.display()))?;
             parse_list(&text, &list.display().to_string())?
         }
-        (None, Some(dir)) => list_each(dir)?,
+        (None, Some(pattern)) => list_each(pattern)?,
         (None, None) => unreachable!("clap requires --list or --each"),
     };
     if plan.is_empty() {
@@ -417,5 +450,31 @@ mod tests {
         let names: Vec<_> = plan.iter().map(|p| p.mailbox.as_str()).collect();
         assert_eq!(names, ["alice", "bob", "carol"]);
         assert_eq!(plan[1].source, d.path().join("bob"));
+    }
+
+    #[test]
+    fn each_with_a_star_takes_the_matching_entries_that_hold_the_rest_of_the_pattern() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        for dir in ["alice/Maildir/cur", "bob/Documents", "carol/Maildir", ".skel/Maildir", "dave/Maildir"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        let plan = list_each(&home.join("*/Maildir")).unwrap();
+        let got: Vec<_> = plan.iter().map(|p| (p.mailbox.as_str(), p.source.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("alice", home.join("alice/Maildir")),
+                ("carol", home.join("carol/Maildir")),
+                ("dave", home.join("dave/Maildir"))
+            ]
+        );
+        // A prefix or suffix narrows the match; a pattern starting with `.` takes hidden entries.
+        let names = |p: &str| list_each(&home.join(p)).unwrap().into_iter().map(|p| p.mailbox).collect::<Vec<_>>();
+        assert_eq!(names("*e"), ["alice", "dave"]);
+        assert_eq!(names("c*"), ["carol"]);
+        assert_eq!(names(".*/Maildir"), [".skel"]);
+        assert!(list_each(&home.join("*/*")).unwrap_err().to_string().contains("only one path component"));
+        assert!(list_each(&home.join("*l*")).unwrap_err().to_string().contains("only one `*`"));
     }
 }
