@@ -85,8 +85,8 @@ pub enum Command {
     #[command(
         name = "migrate-many",
         after_help = "Examples:\n  \
-        moverd migrate-many /srv/mover-dest --each /var/mail            # /var/mail/alice -> mailbox alice, ...\n  \
-        moverd migrate-many /srv/mover-dest --each '/home/*/Maildir'    # /home/alice/Maildir -> alice, ...\n  \
+        moverd migrate-many /srv/mover-dest --each /var/mail          # /var/mail/alice: mailbox alice\n  \
+        moverd migrate-many /srv/mover-dest --each '/home/*/Maildir'  # /home/alice/Maildir: alice\n  \
         moverd migrate-many s3://archive/site1 --list wave-07.tsv --json > wave-07.jsonl\n  \
         printf 'alice\\t/home/alice/Maildir\\n' | moverd migrate-many /srv/mover-dest --list -\n\n\
         Exit code 1 if any mailbox failed, else 130 or 143 if SIGINT or SIGTERM stopped the wave before its end, \
