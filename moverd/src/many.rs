@@ -44,6 +44,11 @@ pub struct MigrateManyArgs {
     /// and the failures are listed at the end.
     #[arg(long)]
     pub stop_on_error: bool,
+    /// Stop the wave after this many mailboxes in a row have failed (0: never): that many failures in a row are
+    /// usually the destination or this machine (unreachable endpoint, full disk), and every further mailbox would
+    /// only fail the same way, after its retries.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_failures_in_a_row: usize,
     /// One JSON object per line on stdout: one per mailbox as it ends (the `migrate --json` summary with a
     /// `status`: "migrated", a new pass committed, or "unchanged", nothing changed since the previous pass; or
     /// `"status": "failed"` with the `error`), then `{"total": ...}`.
@@ -175,9 +180,10 @@ struct Total {
     read_bytes: u64,
     new_stored_bytes: u64,
     seconds: f64,
-    /// Mailboxes not started: the wave was stopped by a signal or, with --stop-on-error, by a failure.
+    /// Mailboxes not started: the wave was stopped by a signal, by a failure (--stop-on-error), or by failures in
+    /// a row (--max-failures-in-a-row).
     not_started: usize,
-    /// Why the wave stopped before its end: "signal" or "error".
+    /// Why the wave stopped before its end: "signal", "error" or "failures".
     stopped: Option<&'static str>,
     /// Mailboxes that failed, in order.
     failures: Vec<String>,
@@ -253,6 +259,7 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
         (Ok(int), Ok(term)) => Some(tokio::spawn(stop_on_signal(int, term, stop.clone()))),
         _ => None, // the default: a signal ends the process (and the mailbox in progress is not committed)
     };
+    let mut in_a_row = 0;
     for (i, p) in plan.iter().enumerate() {
         if stop.load(Ordering::Relaxed) != 0 {
             total.stopped = Some("signal");
@@ -292,8 +299,14 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             }
             None => out!("{line}"),
         }
-        if a.stop_on_error && matches!(outcome, Outcome::Failed(_)) {
-            total.stopped = Some("error");
+        if matches!(outcome, Outcome::Failed(_)) {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        let brake = a.max_failures_in_a_row > 0 && in_a_row >= a.max_failures_in_a_row;
+        if (a.stop_on_error || brake) && in_a_row > 0 && i + 1 < plan.len() {
+            total.stopped = Some(if a.stop_on_error { "error" } else { "failures" });
             total.not_started = plan.len() - i - 1;
             break;
         }
@@ -327,6 +340,12 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
         );
         match total.stopped {
             Some("error") => out!("stopped at the first failure (--stop-on-error): {} not started", total.not_started),
+            Some("failures") => out!(
+                "stopped after {} failures in a row (--max-failures-in-a-row): {} not started; look at the errors \
+                 below (an unreachable destination? a full disk?) before running it again",
+                a.max_failures_in_a_row,
+                total.not_started
+            ),
             Some(_) => out!(
                 "stopped by a signal after the mailbox in progress: {} not started (run the same command again to \
                  go on: the mailboxes done are found unchanged)",

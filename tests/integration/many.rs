@@ -129,6 +129,22 @@ fn each_entry_of_a_directory_is_a_mailbox_and_stop_on_error_stops() {
     let listed: Vec<&str> = listed.as_array().unwrap().iter().map(|m| m["mailbox"].as_str().unwrap()).collect();
     assert_eq!(listed, ["a", "user000", "user001"], "c was not started");
 
+    // Failures in a row stop the wave (the destination or the machine is likely at fault).
+    let gone = |n: &str| work.path().join(n).display().to_string();
+    let text =
+        format!("d\t{}\ne\t{}\nf\t{}\ng\t{}\n", gone("x"), gone("y"), gone("z"), spool.join("user000").display());
+    std::fs::write(&list, text).unwrap();
+    let how = ["--list".as_ref(), list.as_os_str(), "--max-failures-in-a-row".as_ref(), "2".as_ref()];
+    let (lines, total) = migrate_many(&dest, &how, EXIT_FAILURE);
+    assert_eq!(lines.iter().map(|l| l["mailbox"].as_str().unwrap()).collect::<Vec<_>>(), ["d", "e"]);
+    assert_eq!((total["stopped"].as_str(), total["not_started"].as_u64()), (Some("failures"), Some(2)));
+    // 0: never; every failure is reported and the good mailbox at the end is migrated.
+    let how = ["--list".as_ref(), list.as_os_str(), "--max-failures-in-a-row".as_ref(), "0".as_ref()];
+    let (lines, total) = migrate_many(&dest, &how, EXIT_FAILURE);
+    let status: Vec<&str> = lines.iter().map(|l| l["status"].as_str().unwrap()).collect();
+    assert_eq!(status, ["failed", "failed", "failed", "migrated"]);
+    assert_eq!(total["stopped"], serde_json::Value::Null);
+
     // A list with a mailbox twice is refused before anything is migrated.
     std::fs::write(&list, format!("a\t{}\na\t{}\n", spool.join("user000").display(), spool.join("user001").display()))
         .unwrap();
