@@ -79,7 +79,7 @@ pub enum Command {
     /// Same passes as `migrate` (run it again for delta passes), but the destination's dedupe index is kept from one
     /// mailbox to the next instead of being loaded again for each, and the wave gets one report: a line per
     /// mailbox as it ends, then the totals and the failures. A failed mailbox does not stop the others (unless
-    /// --stop-on-error). Ctrl-C or SIGTERM (the end of a migration window) stops it after the mailbox in progress;
+    /// --stop-on-error; five failures in a row do). Ctrl-C or SIGTERM (the end of a migration window) stops it after the mailbox in progress;
     /// a second one stops it at once. Either way nothing is lost: every mailbox that ended is committed, and
     /// running the same command again finds them unchanged and goes on with the others.
     #[command(
