@@ -114,6 +114,10 @@ pub struct MigrationSummary {
     pub seconds: f64,
     /// True when the pass found nothing new to store (every blob already present).
     pub nothing_new: bool,
+    /// True when this pass wrote a manifest (pass [`MigrationSummary::pass`] is new); false when nothing had
+    /// changed since the previous pass, which stays the mailbox's current one.
+    #[serde(default)]
+    pub committed: bool,
     /// All counters.
     pub stats: PassStats,
     /// The quarantined items.

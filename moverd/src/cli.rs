@@ -239,6 +239,11 @@ pub struct PassArgs {
     /// Read every pack index from the destination (no local copy; wins over --index-cache and MOVER_INDEX_CACHE).
     #[arg(long)]
     pub no_index_cache: bool,
+    /// Allow a pass to read another SOURCE than the mailbox's previous pass did (the mail store was moved or
+    /// mounted elsewhere). Without it such a pass fails before reading anything: two mailboxes given the same id
+    /// would otherwise become passes of one mailbox.
+    #[arg(long)]
+    pub source_moved: bool,
 }
 
 impl PassArgs {
@@ -255,18 +260,25 @@ impl PassArgs {
         opts.dictionaries = self.dictionaries;
         opts.index_cache =
             if self.no_index_cache { None } else { self.index_cache.clone().or_else(default_index_cache) };
+        opts.source_moved = self.source_moved;
         opts
     }
 }
 
-/// The mailbox id a SOURCE gets when none is given: its file name (of the path resolved, so `.` works).
+/// The mailbox id a SOURCE gets when none is given: its file name as written (a symbolic link's own name, as
+/// `migrate-many --each` names it), or, for a path without one (`.`, `..`), the resolved path's.
 pub fn default_mailbox(source: &std::path::Path) -> anyhow::Result<String> {
-    source
-        .canonicalize()
-        .unwrap_or_else(|_| source.to_path_buf())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", source.display()))
+    let resolved;
+    let name = match source.file_name() {
+        Some(name) => name,
+        None => {
+            resolved = source.canonicalize().unwrap_or_else(|_| source.to_path_buf());
+            resolved
+                .file_name()
+                .ok_or_else(|| anyhow::anyhow!("cannot derive a mailbox id from {}: use --mailbox", source.display()))?
+        }
+    };
+    Ok(name.to_string_lossy().into_owned())
 }
 
 /// Arguments of `verify`.
@@ -373,6 +385,7 @@ pub(crate) struct MigrateJson<'a> {
     quarantined: u64,
     seconds: f64,
     nothing_new: bool,
+    committed: bool,
     source: &'a str,
     destination: &'a str,
     stats: &'a mover_core::report::PassStats,
@@ -392,6 +405,7 @@ impl<'a> MigrateJson<'a> {
             quarantined: s.quarantined,
             seconds: s.seconds,
             nothing_new: s.nothing_new,
+            committed: s.committed,
             source: &s.source,
             destination: &s.destination,
             stats: &s.stats,

@@ -29,9 +29,9 @@ pub struct MigrateManyArgs {
     pub store: StoreArgs,
     /// Where to store: a local directory (created if missing), or s3://bucket/prefix.
     pub dest: String,
-    /// The mailboxes, one per line: `MAILBOX<TAB>SOURCE`, or just `SOURCE` (the mailbox id is then its file
-    /// name). Blank lines and lines starting with `#` are skipped; `-` reads the list from stdin. Relative paths
-    /// are relative to the current directory.
+    /// The mailboxes, one per line (UTF-8): `MAILBOX<TAB>SOURCE`, or just `SOURCE` (the mailbox id is then its
+    /// file name as written). Blank lines and lines starting with `#` are skipped; `-` reads the list from stdin.
+    /// Relative paths are relative to the current directory. The list is checked whole before anything runs.
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
     /// Every entry of DIR (sub-directory or mbox file, in name order, hidden ones skipped) is a mailbox, named
@@ -72,40 +72,82 @@ pub struct Planned {
 }
 
 /// The mailboxes of a list file: `MAILBOX<TAB>SOURCE` or `SOURCE` lines (see [`MigrateManyArgs::list`]). `what`
-/// names the list in errors. Fails on a line without a source, an invalid mailbox id, or a mailbox listed twice
-/// (two sources into one mailbox would overwrite each other's passes), naming the line.
+/// names the list in errors. Fields are taken as written (a leading byte-order mark and line ends aside): a field
+/// that starts or ends with white space, a mailbox id with an invisible character, a line without a source, an
+/// invalid mailbox id or a mailbox listed twice (two sources into one mailbox would overwrite each other's passes)
+/// fail the whole list, naming the line, before anything is migrated. A source listed twice (under two ids) is a
+/// warning.
 pub fn parse_list(text: &str, what: &str) -> anyhow::Result<Vec<Planned>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out: Vec<Planned> = Vec::new();
     let mut seen = std::collections::HashMap::new();
+    let mut sources = std::collections::HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let (mailbox, source) = match line.split_once('\t') {
-            Some((m, s)) => (m.trim().to_string(), PathBuf::from(s.trim())),
-            None => {
-                let source = PathBuf::from(line.trim());
-                (default_mailbox(&source).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?, source)
+        let as_written = |field: &str, name: &str| -> anyhow::Result<()> {
+            if field != field.trim() {
+                anyhow::bail!(
+                    "{what} line {n}: the {name} {field:?} starts or ends with white space; write it without (a \
+                     path that really does cannot be listed: migrate it with `moverd migrate`)"
+                );
             }
+            Ok(())
         };
-        if source.as_os_str().is_empty() {
-            anyhow::bail!("{what} line {n}: no source after the mailbox id {mailbox:?}");
+        let (named, source) = match line.split_once('\t') {
+            Some((m, s)) => (Some(m), s),
+            None => (None, line),
+        };
+        if source.is_empty() {
+            anyhow::bail!("{what} line {n}: no source after the mailbox id {:?}", named.unwrap_or(""));
         }
-        mover_core::layout::validate_mailbox(&mailbox).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?;
+        if source.contains('\t') {
+            anyhow::bail!("{what} line {n}: more than one tab (the form is MAILBOX<TAB>SOURCE)");
+        }
+        as_written(source, "source")?;
+        let source = PathBuf::from(source);
+        let mailbox = match named {
+            Some(m) => {
+                as_written(m, "mailbox id")?;
+                m.to_string()
+            }
+            None => default_mailbox(&source).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?,
+        };
+        check_mailbox_id(&mailbox).map_err(|e| anyhow::anyhow!("{what} line {n}: {e}"))?;
         if let Some(first) = seen.insert(mailbox.clone(), n) {
             anyhow::bail!("{what} line {n}: mailbox {mailbox:?} is already on line {first}");
+        }
+        if let Some(first) = sources.insert(source.clone(), n) {
+            eprintln!("moverd: warning: {what} line {n}: {} is also on line {first}", source.display());
         }
         out.push(Planned { mailbox, source });
     }
     Ok(out)
 }
 
-/// The mailboxes of `--each PATTERN`. Without a `*`: every entry of the directory that does not start with `.`,
-/// named after it. With one path component holding a `*` (`/home/*/Maildir`, `/var/vmail/example.org/*`): every
+/// A mailbox id as the destination takes it ([`mover_core::layout::validate_mailbox`]), without characters that
+/// do not show (a byte-order mark, zero-width spaces, white space other than the space): two ids that print the
+/// same would be two mailboxes.
+fn check_mailbox_id(mailbox: &str) -> anyhow::Result<()> {
+    mover_core::layout::validate_mailbox(mailbox)?;
+    let invisible = |c: char| {
+        matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+            || (c.is_whitespace() && c != ' ')
+    };
+    if let Some(c) = mailbox.chars().find(|&c| invisible(c)) {
+        anyhow::bail!("mailbox id {mailbox:?} holds an invisible character (U+{:04X})", c as u32);
+    }
+    Ok(())
+}
+
+/// The mailboxes of `--each PATTERN`. Without a `*`: every directory or file (through links) in the directory that
+/// does not start with `.`, named after it (a directory that is itself a Maildir is refused). With one path component holding a `*` (`/home/*/Maildir`, `/var/vmail/example.org/*`): every
 /// entry of that component's directory whose name matches it (`*` stands for any run of characters; a name
-/// starting with `.` only if the pattern's does), followed by the rest of the pattern, where that path exists;
+/// starting with `.` only if the pattern's does), followed by the rest of the pattern, where that path is a
+/// directory or a file;
 /// the mailbox is named after the matched entry (`/home/alice/Maildir` → "alice"). In name order.
 pub fn list_each(pattern: &Path) -> anyhow::Result<Vec<Planned>> {
     use std::os::unix::ffi::OsStrExt;
@@ -126,6 +168,15 @@ pub fn list_each(pattern: &Path) -> anyhow::Result<Vec<Planned>> {
     if suffix.contains(&b'*') {
         anyhow::bail!("{}: only one `*` per pattern", pattern.display());
     }
+    // `--each /home/alice/Maildir` (a Maildir itself, or an unquoted `/home/*/Maildir` the shell expanded to one
+    // match) would make cur, new and tmp mailboxes of their own.
+    if starred.is_empty() && ["cur", "new"].iter().all(|d| dir.join(d).is_dir()) {
+        anyhow::bail!(
+            "{} is a Maildir (it has cur and new), not a directory of mailboxes: migrate it with `moverd migrate`, \
+             or, for every Maildir below a set of directories, quote the pattern: --each '/home/*/Maildir'",
+            dir.display()
+        );
+    }
     let entries = std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
@@ -139,17 +190,22 @@ pub fn list_each(pattern: &Path) -> anyhow::Result<Vec<Planned>> {
         if !matches {
             continue;
         }
-        let source = entry.path().join(&rest);
-        if !rest.as_os_str().is_empty() && std::fs::symlink_metadata(&source).is_err() {
-            continue; // /home/bob has no Maildir: not a mailbox
+        let source = if rest.as_os_str().is_empty() { entry.path() } else { entry.path().join(&rest) };
+        // A mailbox is a directory or a file (an mbox), through links; anything else (a socket, a broken link, a
+        // home without a Maildir) is not one.
+        match std::fs::metadata(&source) {
+            Ok(m) if m.is_dir() || m.is_file() => {}
+            _ => continue,
         }
         let Some(name) = name.to_str() else {
-            anyhow::bail!(
-                "{}: the name is not UTF-8, so it cannot be a mailbox id; list it with --list as MAILBOX<TAB>SOURCE",
+            eprintln!(
+                "moverd: warning: skipping {}: the name is not UTF-8, so it cannot be a mailbox id (list it with \
+                 --list as MAILBOX<TAB>SOURCE)",
                 entry.path().display()
             );
+            continue;
         };
-        mover_core::layout::validate_mailbox(name).map_err(|e| anyhow::anyhow!("{}: {e}", entry.path().display()))?;
+        check_mailbox_id(name).map_err(|e| anyhow::anyhow!("{}: {e}", entry.path().display()))?;
         out.push(Planned { mailbox: name.to_string(), source });
     }
     out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
@@ -183,7 +239,7 @@ struct Total {
     /// Mailboxes not started: the wave was stopped by a signal, by a failure (--stop-on-error), or by failures in
     /// a row (--max-failures-in-a-row).
     not_started: usize,
-    /// Why the wave stopped before its end: "signal", "error" or "failures".
+    /// Why the wave stopped before its end: "signal", "error", "failures" (or "stdout closed", which no one reads).
     stopped: Option<&'static str>,
     /// Mailboxes that failed, in order.
     failures: Vec<String>,
@@ -203,7 +259,9 @@ async fn stop_on_signal(
             _ = term.recv() => 15,
         };
         if stop.swap(n, Ordering::Relaxed) != 0 {
-            eprintln!("moverd: stopping now; the mailbox in progress is not committed and is migrated again next time");
+            eprintln!(
+                "moverd: stopping now; the mailbox in progress, if any, is not committed (its next pass goes on)"
+            );
             std::process::exit(128 + n);
         }
         eprintln!(
@@ -259,7 +317,7 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
         (Ok(int), Ok(term)) => Some(tokio::spawn(stop_on_signal(int, term, stop.clone()))),
         _ => None, // the default: a signal ends the process (and the mailbox in progress is not committed)
     };
-    let mut in_a_row = 0;
+    let (mut in_a_row, mut broken_pipe) = (0, false);
     for (i, p) in plan.iter().enumerate() {
         if stop.load(Ordering::Relaxed) != 0 {
             total.stopped = Some("signal");
@@ -292,12 +350,24 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             t.abort();
         }
         let line = report(&a, &mut total, p, &outcome, format!("[{:>width$}/{}]", i + 1, plan.len()))?;
-        match &bar {
+        let printed = match &bar {
             Some(bar) => {
-                bar.suspend(|| out!("{line}"));
                 bar.inc(1);
+                bar.suspend(|| crate::try_print_line(format_args!("{line}")))
             }
-            None => out!("{line}"),
+            None => crate::try_print_line(format_args!("{line}")),
+        };
+        match printed {
+            Ok(()) => {}
+            // `migrate-many … | head`: nobody reads the report any more; stop as a first signal would.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                eprintln!("moverd: stdout was closed; stopping after mailbox {} (committed)", p.mailbox);
+                broken_pipe = true;
+                total.stopped = Some("stdout closed");
+                total.not_started = plan.len() - i - 1;
+                break;
+            }
+            Err(e) => return Err(anyhow::anyhow!("writing to stdout: {e}")),
         }
         if matches!(outcome, Outcome::Failed(_)) {
             in_a_row += 1;
@@ -311,13 +381,18 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             break;
         }
     }
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    // The watcher stays until the process ends: a second signal while the totals are printed still stops it.
+    drop(watcher);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     total.seconds = started.elapsed().as_secs_f64();
+    if broken_pipe {
+        for f in &total.failures {
+            eprintln!("moverd: FAILED: {f}");
+        }
+        return Ok(crate::EXIT_BROKEN_PIPE as u8);
+    }
     if a.json {
         out!("{}", serde_json::to_string(&serde_json::json!({ "total": &total }))?);
     } else {
@@ -380,10 +455,9 @@ fn report(
 ) -> anyhow::Result<String> {
     match outcome {
         Outcome::Done(s) => {
-            // A pass that commits a manifest stores at least the manifest; one that found nothing changed since
-            // the previous pass keeps that one and stores nothing. (`nothing_new` is also true of a new mailbox whose
-            // every blob the destination already had: that is a new pass, "migrated".)
-            let unchanged = s.nothing_new && s.new_stored_bytes == 0;
+            // `nothing_new` is also true of a new mailbox whose every blob the destination already had: that is a
+            // new pass, "migrated".
+            let unchanged = !s.committed;
             let status = if unchanged { "unchanged" } else { "migrated" };
             if unchanged {
                 total.unchanged += 1;
@@ -435,8 +509,8 @@ mod tests {
 
     #[test]
     fn a_list_names_mailboxes_or_takes_them_from_the_source() {
-        let text =
-            "# wave 1\n\nalice\t/srv/mail/alice/Maildir\n/var/mail/bob\r\n  \ncarol smith\t /srv/with space/c \n";
+        let text = "\u{feff}# wave 1\r\n\nalice\t/srv/mail/alice/Maildir\n/var/mail/bob\r\n  \ncarol smith\t/srv/with space/c\n\
+                    links/dave\n";
         let plan = parse_list(text, "wave.tsv").unwrap();
         assert_eq!(
             plan,
@@ -444,18 +518,27 @@ mod tests {
                 Planned { mailbox: "alice".into(), source: "/srv/mail/alice/Maildir".into() },
                 Planned { mailbox: "bob".into(), source: "/var/mail/bob".into() },
                 Planned { mailbox: "carol smith".into(), source: "/srv/with space/c".into() },
+                // A link is named after itself, as --each names it, not after what it points to.
+                Planned { mailbox: "dave".into(), source: "links/dave".into() },
             ]
         );
     }
 
     #[test]
-    fn a_list_with_a_mailbox_twice_or_without_a_source_is_refused_naming_the_line() {
-        let e = parse_list("a\t/x\nb\t/y\n/z/a\n", "wave.tsv").unwrap_err().to_string();
-        assert!(e.contains("wave.tsv line 3") && e.contains("already on line 1"), "{e}");
-        let e = parse_list("a\t/x\nb\t \n", "wave.tsv").unwrap_err().to_string();
-        assert!(e.contains("wave.tsv line 2") && e.contains("no source"), "{e}");
-        let e = parse_list("a\u{7}b\t/x\n", "wave.tsv").unwrap_err().to_string();
-        assert!(e.contains("wave.tsv line 1") && e.contains("invalid mailbox id"), "{e}");
+    fn a_list_that_is_not_exactly_as_meant_is_refused_naming_the_line() {
+        let refused = |text: &str, says: &str| {
+            let e = parse_list(text, "wave.tsv").unwrap_err().to_string();
+            assert!(e.contains("wave.tsv line 2") && e.contains(says), "{text:?}: {e}");
+        };
+        refused("a\t/x\n/z/a\n", "already on line 1");
+        refused("a\t/x\nb\t\n", "no source");
+        refused("a\t/x\n\t/y\n", "invalid mailbox id");
+        refused("a\t/x\na\u{7}b\t/y\n", "invalid mailbox id");
+        refused("a\t/x\nb\t /y\n", "white space");
+        refused("a\t/x\nb \t/y\n", "white space");
+        refused("a\t/x\n/y\u{a0}\n", "white space");
+        refused("a\t/x\nb\u{200b}\t/y\n", "invisible character (U+200B)");
+        refused("a\t/x\nb\t/y\t/z\n", "more than one tab");
     }
 
     #[test]
@@ -465,10 +548,17 @@ mod tests {
             std::fs::create_dir(d.path().join(name)).unwrap();
         }
         std::fs::write(d.path().join("bob"), b"From x\n").unwrap();
+        std::os::unix::fs::symlink("nowhere", d.path().join("broken")).unwrap();
+        std::os::unix::fs::symlink("alice", d.path().join("linked")).unwrap();
         let plan = list_each(d.path()).unwrap();
         let names: Vec<_> = plan.iter().map(|p| p.mailbox.as_str()).collect();
-        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert_eq!(names, ["alice", "bob", "carol", "linked"]);
         assert_eq!(plan[1].source, d.path().join("bob"));
+        // A Maildir is not a directory of mailboxes (an unquoted '/home/*/Maildir' the shell expanded to one).
+        std::fs::create_dir_all(d.path().join("alice/cur")).unwrap();
+        std::fs::create_dir_all(d.path().join("alice/new")).unwrap();
+        let e = list_each(&d.path().join("alice")).unwrap_err().to_string();
+        assert!(e.contains("is a Maildir"), "{e}");
     }
 
     #[test]

@@ -159,7 +159,8 @@ fn a_signal_stops_the_wave_after_the_mailbox_in_progress_and_the_same_command_go
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("corpus");
-    moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "9", "--mailboxes", "6", "--messages", "150"], EXIT_OK);
+    // Mailboxes large enough that the other five take a while after the first has been reported.
+    moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "9", "--mailboxes", "6", "--messages", "500"], EXIT_OK);
     let boxes = src.join("maildir");
     let dest = work.path().join("dest");
     let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--each".as_ref(), boxes.as_os_str(), "--json".as_ref()];
@@ -205,4 +206,102 @@ fn a_signal_stops_the_wave_after_the_mailbox_in_progress_and_the_same_command_go
     assert_eq!(status, expected);
     assert_eq!(total["stopped"], serde_json::Value::Null);
     moverd_ok([OsStr::new("verify"), dest.as_os_str()], EXIT_OK);
+}
+
+#[test]
+fn a_mailbox_id_that_another_source_already_took_is_refused_not_merged() {
+    let work = tempfile::tempdir().unwrap();
+    // Two domains with a user of the same name: --each names both "alice".
+    let (org, net) = (work.path().join("vmail/example.org"), work.path().join("vmail/example.net"));
+    for (domain, seed) in [(&org, 1u64), (&net, 2)] {
+        for user in ["alice", "bob"] {
+            let m = message(&[("Subject", &format!("{user}@{seed}"))], &text_noise(seed, 3000), "\n");
+            write_file(&domain.join(user).join("cur/1.host:2,S"), &m, 1_600_000_000);
+        }
+    }
+    let dest = work.path().join("dest");
+    let each = |domain: &Path| [OsStr::new("--each").to_os_string(), domain.join("*").into_os_string()];
+    let (lines, _) = migrate_many(&dest, &each(&org).iter().map(|a| a.as_os_str()).collect::<Vec<_>>(), EXIT_OK);
+    assert_eq!(lines.len(), 2);
+    // The second domain into the same destination: every mailbox fails before reading, naming both sources.
+    let (lines, total) =
+        migrate_many(&dest, &each(&net).iter().map(|a| a.as_os_str()).collect::<Vec<_>>(), EXIT_FAILURE);
+    assert_eq!(total["failed"], 2, "{lines:#?}");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("example.org") && error.contains("example.net") && error.contains("--source-moved"),
+        "{error}"
+    );
+    // Nothing of example.net went into example.org's mailboxes: they restore as example.org's.
+    for user in ["alice", "bob"] {
+        let to = work.path().join("restored").join(user);
+        restore(&dest, user, None, &to);
+        assert_same_tree(&org.join(user), &to);
+    }
+    // The same through `migrate`; and allowed when the store really moved.
+    let out = moverd([OsStr::new("migrate"), net.join("alice").as_os_str(), dest.as_os_str()]);
+    assert_eq!(out.status.code(), Some(EXIT_FAILURE));
+    let moved = work.path().join("moved-alice");
+    std::fs::rename(org.join("alice"), &moved).unwrap();
+    let args = [OsStr::new("migrate"), moved.as_os_str(), dest.as_os_str(), "--mailbox".as_ref(), "alice".as_ref()];
+    assert_eq!(moverd(args).status.code(), Some(EXIT_FAILURE));
+    let out = moverd_ok([&args[..], &["--source-moved".as_ref(), "--json".as_ref()]].concat(), EXIT_OK);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // A new pass records where the mailbox is now (nothing stored but the manifest), and the next needs no flag.
+    assert_eq!(
+        (s["committed"].as_bool(), s["pass"].as_u64(), s["nothing_new"].as_bool()),
+        (Some(true), Some(2), Some(true))
+    );
+    assert!(s["source"].as_str().unwrap().ends_with("moved-alice"), "{s:#}");
+    let out = moverd_ok([&args[..], &["--json".as_ref()]].concat(), EXIT_OK);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((s["committed"].as_bool(), s["pass"].as_u64()), (Some(false), Some(2)));
+    let to = work.path().join("restored-moved");
+    restore(&dest, "alice", None, &to);
+    assert_same_tree(&moved, &to);
+}
+
+#[test]
+fn a_list_on_stdin_and_a_reader_that_goes_away() {
+    use std::io::{BufRead, Write};
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("corpus");
+    moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "4", "--mailboxes", "4", "--messages", "300"], EXIT_OK);
+    let boxes = src.join("maildir");
+    let dest = work.path().join("dest");
+    let list: String = (0..4).map(|i| format!("m{i}\t{}\n", boxes.join(format!("user00{i}")).display())).collect();
+    let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--list".as_ref(), "-".as_ref(), "--json".as_ref()];
+    let mut child = moverd_cmd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+    // Read the first mailbox's line, then close the pipe: the wave stops after the mailbox it cannot report.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.contains("stdout was closed"), "{stderr}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!((first["mailbox"].as_str(), first["status"].as_str()), (Some("m0"), Some("migrated")));
+    // What ended is committed and whole; the rest goes on with the same command.
+    let ls: serde_json::Value =
+        serde_json::from_str(&moverd_ok([OsStr::new("ls"), dest.as_os_str(), "--json".as_ref()], EXIT_OK)).unwrap();
+    let done = ls.as_array().unwrap().len();
+    assert!((1..4).contains(&done), "{done} mailboxes committed");
+    let list_file = work.path().join("wave.tsv");
+    std::fs::write(&list_file, &list).unwrap();
+    let (lines, _) = migrate_many(&dest, &["--list".as_ref(), list_file.as_os_str()], EXIT_OK);
+    let status: Vec<&str> = lines.iter().map(|l| l["status"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = (0..4).map(|i| if i < done { "unchanged" } else { "migrated" }).collect();
+    assert_eq!(status, expected);
+    for i in 0..4 {
+        let to = work.path().join("restored").join(i.to_string());
+        restore(&dest, &format!("m{i}"), None, &to);
+        assert_same_tree(&boxes.join(format!("user00{i}")), &to);
+    }
 }

@@ -117,6 +117,11 @@ pub struct MigrateOptions {
     /// bench) then reads only the pack indexes that are new since its previous pass, and does not build the whole
     /// table again for each pass. `None` (the default): each pass loads the index anew.
     pub keep_index: Option<KeptIndex>,
+    /// Let this pass read a different source than the one the mailbox's previous pass recorded (the mail store was
+    /// moved or mounted elsewhere). Without it such a pass fails before reading anything: two mailboxes given
+    /// the same id (`alice` of two domains) would otherwise become passes of one mailbox, and its restore would
+    /// give the later one's mail.
+    pub source_moved: bool,
 }
 
 /// A destination's dedupe index kept from one pass to the next in one process ([`MigrateOptions::keep_index`]).
@@ -187,6 +192,7 @@ impl MigrateOptions {
             dictionaries: false,
             index_cache: None,
             keep_index: None,
+            source_moved: false,
         }
     }
 
@@ -432,6 +438,24 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context(format!("reading the previous pass of mailbox {:?}", opts.mailbox))),
     };
+    // Recorded as an absolute path with links resolved, so that the next pass can tell whether it reads the same.
+    let source_abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let moved = prev.as_ref().is_some_and(|m| !same_source(&m.header.source, &source_abs));
+    if let Some(h) = prev.as_ref().map(|m| &m.header)
+        && moved
+        && !opts.source_moved
+    {
+        return Err(Error::config(format!(
+            "mailbox {:?} in {} was migrated from {} (pass {}), not from {}: is this another mailbox with the same \
+             id? Give it an id of its own. If the mailbox's store moved, allow it explicitly (moverd: \
+             --source-moved; the library: MigrateOptions::source_moved)",
+            opts.mailbox,
+            store.describe(),
+            h.source,
+            h.pass,
+            source_abs.display()
+        )));
+    }
     // A delta pass is mostly the walk (listing directories, an lstat per file) and comparing each file with the
     // previous pass: the walk goes on a thread of its own. A first pass is mostly reading and compressing; there
     // the walk costs little and stays on the reader's thread.
@@ -449,7 +473,7 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         Default::default()
     };
     let handle = Handle::current();
-    let source_display = source.display().to_string();
+    let source_display = source_abs.display().to_string();
     let store2 = store.clone();
     let opts2 = opts.clone();
     let prev2 = prev.clone();
@@ -459,15 +483,17 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
             .map_err(|e| Error::new(ErrorKind::Other, format!("migration task failed: {e}")))??;
 
     let prev_header = prev.as_ref().map(|m| &m.header);
-    // Nothing changed at all: keep the previous pass as the current one.
+    // Nothing changed at all: keep the previous pass as the current one. (A pass from a store that moved records
+    // where it is now, so that the next pass does not need to be told again.)
     if let Some(h) = prev_header
+        && !moved
         && h.records_blake3.is_some()
         && h.records_blake3 == Some(manifest.records_hash())
         && stats.new_blobs == 0
     {
         let mut stats = stats;
         stats.stored_bytes_total = h.stats.stored_bytes_total;
-        let done = Done { pass: h.pass, source: source_display, started, nothing_new: true };
+        let done = Done { pass: h.pass, source: source_display, started, nothing_new: true, committed: false };
         return Ok(done.summary(&opts, &store, stats, quarantine, &counters));
     }
 
@@ -513,8 +539,16 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         }
     }
     tracing::info!(mailbox = %opts.mailbox, pass, "manifest committed");
-    let done = Done { pass, source: source_display, started, nothing_new: stats.new_blobs == 0 };
+    let done = Done { pass, source: source_display, started, nothing_new: stats.new_blobs == 0, committed: true };
     Ok(done.summary(&opts, &store, stats, quarantine, &counters))
+}
+
+/// Whether a pass reading `current` (absolute, links resolved) reads the source the previous pass recorded. A
+/// relative recorded path (passes written before sources were recorded absolute) cannot be told apart: it is
+/// taken as the same.
+fn same_source(recorded: &str, current: &Path) -> bool {
+    let recorded = Path::new(recorded);
+    !recorded.is_absolute() || recorded == current || std::fs::canonicalize(recorded).is_ok_and(|r| r == current)
 }
 
 /// How a pass ended, for its summary.
@@ -523,6 +557,7 @@ struct Done {
     source: String,
     started: Instant,
     nothing_new: bool,
+    committed: bool,
 }
 
 impl Done {
@@ -546,6 +581,7 @@ impl Done {
             quarantined: stats.quarantined,
             seconds: self.started.elapsed().as_secs_f64(),
             nothing_new: self.nothing_new,
+            committed: self.committed,
             stats,
             quarantine,
             requests: counters.snapshot(),
