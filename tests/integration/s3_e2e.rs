@@ -263,6 +263,9 @@ async fn migrate_verify_restore_against_ceph_rgw() {
     // pack index read from RGW (as many GETs as the first pass: the format marker).
     let twin = migrate(&src, store.clone(), wave("rgw-twin")).await.unwrap();
     assert_eq!((twin.stats.new_blobs, twin.requests.get_requests), (0, s.requests.get_requests), "{twin:?}");
+    // The control: a pass without the kept index reads the pack indexes (one per pack) from RGW.
+    let control = migrate(&src, store.clone(), MigrateOptions::new("rgw-control")).await.unwrap();
+    assert_eq!(control.requests.get_requests, s.requests.get_requests + s.stats.packs, "{control:?}");
     let to_twin = work.path().join("restored-twin");
     let r = mover_core::restore::restore(store.clone(), "rgw-twin", &to_twin, &Default::default()).await.unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
