@@ -239,7 +239,7 @@ struct Total {
     /// Mailboxes not started: the wave was stopped by a signal, by a failure (--stop-on-error), or by failures in
     /// a row (--max-failures-in-a-row).
     not_started: usize,
-    /// Why the wave stopped before its end: "signal", "error", "failures" (or "stdout closed", which no one reads).
+    /// Why the wave stopped before its end: "signal", "error" or "failures".
     stopped: Option<&'static str>,
     /// Mailboxes that failed, in order.
     failures: Vec<String>,
@@ -361,10 +361,12 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
             Ok(()) => {}
             // `migrate-many … | head`: nobody reads the report any more; stop as a first signal would.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                eprintln!("moverd: stdout was closed; stopping after mailbox {} (committed)", p.mailbox);
+                eprintln!(
+                    "moverd: stdout was closed; the wave stops after mailbox {} ({} not started)",
+                    p.mailbox,
+                    plan.len() - i - 1
+                );
                 broken_pipe = true;
-                total.stopped = Some("stdout closed");
-                total.not_started = plan.len() - i - 1;
                 break;
             }
             Err(e) => return Err(anyhow::anyhow!("writing to stdout: {e}")),
