@@ -349,7 +349,7 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
         if let Some(t) = ticker {
             t.abort();
         }
-        let line = report(&a, &mut total, p, &outcome, format!("[{:>width$}/{}]", i + 1, plan.len()))?;
+        let line = report(a.json, &mut total, p, &outcome, format!("[{:>width$}/{}]", i + 1, plan.len()))?;
         let printed = match &bar {
             Some(bar) => {
                 bar.inc(1);
@@ -448,13 +448,7 @@ pub async fn migrate_many(a: MigrateManyArgs) -> anyhow::Result<u8> {
 }
 
 /// Count `outcome` into `total` and render its line (JSON or human).
-fn report(
-    a: &MigrateManyArgs,
-    total: &mut Total,
-    p: &Planned,
-    outcome: &Outcome,
-    at: String,
-) -> anyhow::Result<String> {
+fn report(json: bool, total: &mut Total, p: &Planned, outcome: &Outcome, at: String) -> anyhow::Result<String> {
     match outcome {
         Outcome::Done(s) => {
             // `nothing_new` is also true of a new mailbox whose every blob the destination already had: that is a
@@ -471,7 +465,7 @@ fn report(
             total.source_bytes += s.source_bytes;
             total.read_bytes += s.stats.read_bytes;
             total.new_stored_bytes += s.new_stored_bytes;
-            if a.json {
+            if json {
                 let mut v = serde_json::to_value(MigrateJson::of(s))?;
                 v["status"] = status.into();
                 return Ok(serde_json::to_string(&v)?);
@@ -490,8 +484,9 @@ fn report(
         }
         Outcome::Failed(error) => {
             total.failed += 1;
-            total.failures.push(format!("{} ({}): {error}", p.mailbox, p.source.display()));
-            if a.json {
+            let what = format!("{} ({}): {error}", p.mailbox, p.source.display());
+            total.failures.push(what.clone());
+            if json {
                 let v = serde_json::json!({
                     "mailbox": p.mailbox,
                     "source": p.source.display().to_string(),
@@ -500,7 +495,7 @@ fn report(
                 });
                 return Ok(serde_json::to_string(&v)?);
             }
-            Ok(format!("{at} FAILED    {} ({}): {error}", p.mailbox, p.source.display()))
+            Ok(format!("{at} FAILED    {what}"))
         }
     }
 }

@@ -15,6 +15,14 @@ fn json_lines(stdout: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
     (lines, total["total"].clone())
 }
 
+/// `moverd args` started with stdin, stdout and stderr piped, warnings only on stderr.
+fn spawn_piped(args: &[&OsStr]) -> std::process::Child {
+    use std::process::Stdio;
+    let mut cmd = moverd_cmd();
+    cmd.args(args).env("MOVER_LOG", "warn").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
 fn migrate_many(dest: &Path, how: &[&OsStr], code: i32) -> (Vec<serde_json::Value>, serde_json::Value) {
     let mut args = vec![OsStr::new("migrate-many"), dest.as_os_str(), "--json".as_ref(), "--no-index-cache".as_ref()];
     args.extend_from_slice(how);
@@ -164,13 +172,7 @@ fn a_signal_stops_the_wave_after_the_mailbox_in_progress_and_the_same_command_go
     let boxes = src.join("maildir");
     let dest = work.path().join("dest");
     let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--each".as_ref(), boxes.as_os_str(), "--json".as_ref()];
-    let mut child = moverd_cmd()
-        .args(args)
-        .env("MOVER_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
@@ -271,13 +273,7 @@ fn a_list_on_stdin_and_a_reader_that_goes_away() {
     let dest = work.path().join("dest");
     let list: String = (0..4).map(|i| format!("m{i}\t{}\n", boxes.join(format!("user00{i}")).display())).collect();
     let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--list".as_ref(), "-".as_ref(), "--json".as_ref()];
-    let mut child = moverd_cmd()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
     // Read the first mailbox's line, then close the pipe: the wave stops after the mailbox it cannot report.
     let mut first = String::new();
