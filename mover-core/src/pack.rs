@@ -174,11 +174,36 @@ impl PackWriter {
     /// Write reserved segment `seg`: its stored bytes, its raw length and codec, and the blobs it holds (id, offset
     /// in the raw segment, raw length).
     pub fn put(&mut self, seg: u32, stored: &[u8], raw_len: u64, codec: Codec, blobs: &[(ContentId, u64, u64)]) {
+        self.record(seg, stored.len(), raw_len, codec, blobs);
+        self.buf.put_slice(stored);
+    }
+
+    /// Like [`PackWriter::put`], for a streamed pack whose caller writes the segment's `stored_len` bytes to the
+    /// pack's object itself, right after what [`PackWriter::drain`] handed out: a segment is not copied into the
+    /// buffer only to be written out again (a large blob's copy, and the buffer grown to hold it, were most of what a
+    /// pass of large messages held at its peak).
+    ///
+    /// # Panics
+    /// If the buffer holds bytes not drained yet (they would come after the segment in the pack's object).
+    pub fn put_streamed(
+        &mut self,
+        seg: u32,
+        stored_len: usize,
+        raw_len: u64,
+        codec: Codec,
+        blobs: &[(ContentId, u64, u64)],
+    ) {
+        assert!(self.buf.is_empty(), "pack {}: drain the buffer before streaming a segment past it", self.id);
+        self.record(seg, stored_len, raw_len, codec, blobs);
+        self.drained += stored_len as u64;
+    }
+
+    /// Record where reserved segment `seg` lies (at the pack's current end) and the blobs it holds.
+    fn record(&mut self, seg: u32, stored_len: usize, raw_len: u64, codec: Codec, blobs: &[(ContentId, u64, u64)]) {
         let offset = self.len() as u64;
         let slot = &mut self.segments[seg as usize];
         assert!(slot.is_none(), "segment {seg} of pack {} written twice", self.id);
-        *slot = Some(Segment { offset, len: stored.len() as u64, raw_len, codec });
-        self.buf.put_slice(stored);
+        *slot = Some(Segment { offset, len: stored_len as u64, raw_len, codec });
         let pack = self.id;
         self.entries.extend(
             blobs.iter().map(|&(id, offset, raw_len)| IndexEntry { id, loc: BlobLoc { pack, seg, offset, raw_len } }),
@@ -429,6 +454,39 @@ mod tests {
         let s0 = idx.segment(0).unwrap();
         broken[(s0.offset + s0.len / 2) as usize] ^= 1; // inside segment 0's zstd frame: its checksum fails
         assert!(index_from_pack(sealed.id, &broken, &no_dict).is_err());
+    }
+
+    /// A streamed pack whose segments are written around its buffer is byte for byte the pack the buffer would
+    /// have held, with the same table and index.
+    #[test]
+    fn streamed_segments_make_the_same_pack() {
+        let id = PackId::fresh();
+        let segs: [&[u8]; 3] = [b"first segment", b"a large one, written past the buffer", b"last"];
+        let blobs = |i: usize| [(ContentId::of(segs[i]), 0, segs[i].len() as u64)];
+        let mut buffered = PackWriter::new(id, 0);
+        let mut streamed = PackWriter::new(id, 0);
+        let mut object = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let n = buffered.reserve();
+            buffered.put(n, seg, seg.len() as u64, Codec::None, &blobs(i));
+            let n = streamed.reserve();
+            object.extend_from_slice(&streamed.drain());
+            streamed.put_streamed(n, seg.len(), seg.len() as u64, Codec::None, &blobs(i));
+            object.extend_from_slice(seg);
+            assert_eq!(streamed.len(), object.len());
+        }
+        let (buffered, streamed) = (buffered.seal(), streamed.seal());
+        object.extend_from_slice(&streamed.data);
+        assert_eq!(object, buffered.data);
+        assert_eq!((streamed.index, streamed.decoded), (buffered.index, buffered.decoded));
+    }
+
+    #[test]
+    #[should_panic(expected = "drain the buffer")]
+    fn a_segment_is_not_streamed_past_undrained_bytes() {
+        let mut w = PackWriter::new(PackId::fresh(), 0);
+        let n = w.reserve();
+        w.put_streamed(n, 1, 1, Codec::None, &[]);
     }
 
     /// Damage anywhere in an index, a table or a pack is an error, never a panic or a huge allocation.

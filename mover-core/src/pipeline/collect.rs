@@ -90,16 +90,28 @@ impl Packer {
             BlobData::Stored(codec, stored) => {
                 self.stored_by_kind[slot] += stored.len() as u64;
                 if stored.len() >= self.standalone_min {
+                    // A pack of its own, streamed to its object where the store can (not copied into a buffer).
                     let pack = PackId::for_large_blob(&blob.id, &stored, codec as u8);
-                    let mut w = PackWriter::new(pack, stored.len());
-                    let loc = w.add_solo(blob.id, &stored, blob.raw_len, codec);
-                    self.uploader.upload(w.seal(), None)?;
-                    loc
+                    let mut sink = self.uploader.store.writer(&layout::pack_key(&pack), PutMode::Create)?;
+                    let mut w = PackWriter::new(pack, if sink.is_some() { 0 } else { stored.len() });
+                    let seg = w.reserve();
+                    put_segment(
+                        &mut w,
+                        sink.as_mut(),
+                        seg,
+                        &stored,
+                        blob.raw_len,
+                        codec,
+                        &[(blob.id, 0, blob.raw_len)],
+                    )?;
+                    self.uploader.upload(w.seal(), sink)?;
+                    BlobLoc { pack, seg, offset: 0, raw_len: blob.raw_len }
                 } else {
                     self.make_room(stored.len())?;
-                    let loc = self.writer()?.add_solo(blob.id, &stored, blob.raw_len, codec);
-                    self.stream()?;
-                    loc
+                    let w = self.writer()?;
+                    let (pack, seg) = (w.id(), w.reserve());
+                    self.put(seg, &stored, blob.raw_len, codec, &[(blob.id, 0, blob.raw_len)])?;
+                    BlobLoc { pack, seg, offset: 0, raw_len: blob.raw_len }
                 }
             }
             BlobData::Raw(raw) => {
@@ -142,19 +154,24 @@ impl Packer {
         if self.current.is_none() {
             let id = PackId::fresh();
             self.sink = self.uploader.store.writer(&layout::pack_key(&id), PutMode::Create)?;
-            // A streamed pack's buffer holds only what was added since it was last written out.
-            let capacity = if self.sink.is_some() { 2 * self.segment_target } else { self.pack_capacity() };
+            // A streamed pack's segments go straight to its object: its buffer only ever holds the magic.
+            let capacity = if self.sink.is_some() { 0 } else { self.pack_capacity() };
             self.current = Some(PackWriter::new(id, capacity));
         }
         Ok(self.current.as_mut().expect("set above"))
     }
 
-    /// Write out what was added to the current pack, when it is streamed.
-    fn stream(&mut self) -> Result<()> {
-        if let (Some(sink), Some(w)) = (self.sink.as_mut(), self.current.as_mut()) {
-            sink.write(&w.drain()).map_err(|e| e.context(format!("writing pack {}", w.id())))?;
-        }
-        Ok(())
+    /// Write reserved segment `seg` of the current pack.
+    fn put(
+        &mut self,
+        seg: u32,
+        stored: &[u8],
+        raw_len: u64,
+        codec: Codec,
+        blobs: &[(ContentId, u64, u64)],
+    ) -> Result<()> {
+        let w = self.current.as_mut().expect("a segment belongs to the current pack");
+        put_segment(w, self.sink.as_mut(), seg, stored, raw_len, codec, blobs)
     }
 
     /// Seal the current pack first if it is full (its written, open and compressing segments, counted raw, reach
@@ -215,11 +232,9 @@ impl Packer {
             };
             let p = self.pending.pop_front().expect("front exists");
             let (codec, stored) = result?;
-            let w = self.current.as_mut().expect("a pending segment belongs to the current pack");
-            w.put(p.seg, &stored, p.raw_len, codec, &p.blobs);
+            self.put(p.seg, &stored, p.raw_len, codec, &p.blobs)?;
             self.stored_by_kind[p.slot] += stored.len() as u64;
             crate::buffers::give(stored);
-            self.stream()?;
         }
         Ok(())
     }
@@ -498,4 +513,25 @@ impl Collector<'_> {
         drop(entry);
         Ok(())
     }
+}
+
+/// Write reserved segment `seg` of pack `w`: into its buffer, or, when the pack is streamed to `sink`, straight to its
+/// object after whatever the buffer holds.
+fn put_segment(
+    w: &mut PackWriter,
+    sink: Option<&mut Box<dyn crate::store::ObjectWriter>>,
+    seg: u32,
+    stored: &[u8],
+    raw_len: u64,
+    codec: Codec,
+    blobs: &[(ContentId, u64, u64)],
+) -> Result<()> {
+    let Some(sink) = sink else {
+        w.put(seg, stored, raw_len, codec, blobs);
+        return Ok(());
+    };
+    let head = w.drain();
+    w.put_streamed(seg, stored.len(), raw_len, codec, blobs);
+    let written = if head.is_empty() { Ok(()) } else { sink.write(&head) };
+    written.and_then(|()| sink.write(stored)).map_err(|e| e.context(format!("writing pack {}", w.id())))
 }
