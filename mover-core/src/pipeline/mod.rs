@@ -85,7 +85,8 @@ pub struct MigrateOptions {
     /// Bytes of messages read but not yet packed (waiting for the workers, being processed, or waiting for the
     /// collector): the reader waits while this many are in flight. A batch is at least
     /// [`MigrateOptions::batch_bytes`] but may be one large message, and goes as soon as any of this is free, so
-    /// what a pass holds is at most this plus one batch, however large the messages.
+    /// what a pass holds is at most this plus one batch, however large the messages. A message of a quarter of this
+    /// or more also waits while another such message is in flight: one large message is processed at a time.
     pub in_flight_bytes: usize,
     /// Bytes of sealed packs that may be uploading at once (default: two packs).
     pub upload_budget: Option<usize>,
@@ -632,8 +633,7 @@ fn run_pass(
         None => ManifestWriter::new()?,
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(opts.queue_batches);
-    let budget =
-        Arc::new(Budget { used: Mutex::new(0), freed: std::sync::Condvar::new(), limit: opts.in_flight_bytes });
+    let budget = Budget::new(opts.in_flight_bytes);
     // Each batch is processed by a task of its own on the worker pool, and the collector receives the batches'
     // results in order: the workers start on the next batch while the last large message of the previous one is
     // still being hashed (no barrier between batches), and while the collector packs and spools. Within a batch the
@@ -834,20 +834,40 @@ struct Batch {
 /// downstream hold the whole budget. A batch is let go as soon as any of the budget is free, even one larger than
 /// what is free (one large message), so the bytes in flight stay below the budget plus one batch, and a large
 /// message never waits for the whole pipeline to drain.
+///
+/// A batch holding a large message (a quarter of the budget or more) also waits while another one is in flight: a
+/// message is processed whole, and while it is its copy, its decoded attachments and their compressed forms are
+/// held too (about three times its size), so two large messages at once were what set a pass's peak memory.
 struct Budget {
-    used: Mutex<usize>,
+    used: Mutex<Used>,
     freed: std::sync::Condvar,
     limit: usize,
 }
 
+#[derive(Default)]
+struct Used {
+    bytes: usize,
+    large: bool,
+}
+
 impl Budget {
-    fn acquire(self: &Arc<Self>, bytes: usize) -> Permit {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Budget { used: Mutex::default(), freed: std::sync::Condvar::new(), limit })
+    }
+
+    /// Whether a message of `bytes` counts as large.
+    fn is_large(&self, bytes: usize) -> bool {
+        bytes >= self.limit.max(4) / 4
+    }
+
+    fn acquire(self: &Arc<Self>, bytes: usize, large: bool) -> Permit {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= self.limit.max(1) {
+        while used.bytes >= self.limit.max(1) || (large && used.large) {
             used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
-        *used += bytes;
-        Permit { budget: self.clone(), bytes }
+        used.bytes += bytes;
+        used.large |= large;
+        Permit { budget: self.clone(), bytes, large }
     }
 }
 
@@ -855,11 +875,15 @@ impl Budget {
 struct Permit {
     budget: Arc<Budget>,
     bytes: usize,
+    large: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        *self.budget.used.lock().unwrap_or_else(|e| e.into_inner()) -= self.bytes;
+        let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.bytes -= self.bytes;
+        used.large &= !self.large;
+        drop(used);
         self.budget.freed.notify_all();
     }
 }
@@ -903,15 +927,15 @@ mod tests {
 
     #[test]
     fn in_flight_budget_blocks_until_bytes_come_back() {
-        let budget = Arc::new(Budget { used: Mutex::new(0), freed: std::sync::Condvar::new(), limit: 100 });
+        let budget = Budget::new(100);
         // A batch larger than the whole budget goes when nothing else is in flight.
-        let big = budget.acquire(250);
-        assert_eq!(*budget.used.lock().unwrap(), 250);
+        let big = budget.acquire(250, false);
+        assert_eq!(budget.used.lock().unwrap().bytes, 250);
         let waiting = |bytes| {
             let (tx, rx) = std::sync::mpsc::channel();
             let b = budget.clone();
             let waiter = std::thread::spawn(move || {
-                let p = b.acquire(bytes);
+                let p = b.acquire(bytes, false);
                 tx.send(()).unwrap();
                 p
             });
@@ -924,17 +948,49 @@ mod tests {
         // ...and goes once its bytes are given back.
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         let p = waiter.join().unwrap();
-        assert_eq!(*budget.used.lock().unwrap(), 60);
+        assert_eq!(budget.used.lock().unwrap().bytes, 60);
         // While any of the budget is free, a batch goes, even one larger than what is free (one large message
         // does not wait for the pipeline to drain): the budget is exceeded by at most one batch.
-        let q = budget.acquire(90);
-        assert_eq!(*budget.used.lock().unwrap(), 150);
+        let q = budget.acquire(90, false);
+        assert_eq!(budget.used.lock().unwrap().bytes, 150);
         // The budget used up, the next batch waits again.
         let (rx, waiter) = waiting(1);
         assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
         drop(q);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         drop((p, waiter.join().unwrap()));
-        assert_eq!(*budget.used.lock().unwrap(), 0);
+        assert_eq!(budget.used.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn one_large_message_in_flight_at_a_time() {
+        let budget = Budget::new(100);
+        assert!(budget.is_large(25) && !budget.is_large(24));
+        let first = budget.acquire(30, true);
+        let waiting = |bytes, large| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let b = budget.clone();
+            let waiter = std::thread::spawn(move || {
+                let p = b.acquire(bytes, large);
+                tx.send(()).unwrap();
+                p
+            });
+            (rx, waiter)
+        };
+        // Small batches go past a large one in flight while the budget has room...
+        let small = budget.acquire(10, false);
+        // ...a second large one waits for the first, although the budget has room for it...
+        let (rx, waiter) = waiting(30, true);
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
+        drop(small);
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());
+        // ...and goes when the first is given back.
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let second = waiter.join().unwrap();
+        assert!(budget.used.lock().unwrap().large);
+        drop(second);
+        let used = budget.used.lock().unwrap();
+        assert_eq!((used.bytes, used.large), (0, false));
     }
 }

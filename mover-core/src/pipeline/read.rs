@@ -322,6 +322,8 @@ pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std:
 struct Batcher {
     events: Vec<Event>,
     weight: usize,
+    /// Whether the batch holds a large message ([`Budget`]).
+    large: bool,
     batch_bytes: usize,
     tx: std::sync::mpsc::SyncSender<Batch>,
     budget: Arc<Budget>,
@@ -329,7 +331,9 @@ struct Batcher {
 
 impl Batcher {
     fn emit(&mut self, ev: Event) -> Result<()> {
-        self.weight += ev.weight();
+        let weight = ev.weight();
+        self.large |= self.budget.is_large(weight);
+        self.weight += weight;
         self.events.push(ev);
         self.send_if_full()
     }
@@ -361,8 +365,9 @@ impl Batcher {
     }
 
     fn send(&mut self) -> Result<()> {
-        let permit = self.budget.acquire(self.weight);
+        let permit = self.budget.acquire(self.weight, self.large);
         self.weight = 0;
+        self.large = false;
         let events = std::mem::take(&mut self.events);
         self.tx.send(Batch { events, permit }).map_err(|_| Error::new(ErrorKind::Cancelled, "the collector stopped"))
     }
@@ -378,7 +383,7 @@ pub(super) fn reader_thread(
     budget: Arc<Budget>,
 ) -> Result<()> {
     let reader = Reader { policy: &opts.read, max_blob: opts.max_blob, after_read: opts.after_read.as_ref() };
-    let mut out = Batcher { events: Vec::new(), weight: 0, batch_bytes: opts.batch_bytes, tx, budget };
+    let mut out = Batcher { events: Vec::new(), weight: 0, large: false, batch_bytes: opts.batch_bytes, tx, budget };
     while let Some(next) = source.next_entry() {
         let entry = match next {
             Ok(e) => e,
