@@ -332,7 +332,7 @@ struct Batcher {
 impl Batcher {
     fn emit(&mut self, ev: Event) -> Result<()> {
         let weight = ev.weight();
-        self.large |= self.budget.is_large(weight);
+        self.large |= matches!(ev, Event::PieceIn(_)) && self.budget.is_large(weight);
         self.weight += weight;
         self.events.push(ev);
         self.send_if_full()
