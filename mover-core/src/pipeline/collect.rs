@@ -90,9 +90,16 @@ impl Packer {
             BlobData::Stored(codec, stored) => {
                 self.stored_by_kind[slot] += stored.len() as u64;
                 if stored.len() >= self.standalone_min {
-                    // A pack of its own, streamed to its object where the store can (not copied into a buffer).
+                    // A pack of its own, streamed to its object where the store can (not copied into a buffer),
+                    // unless the store does more for a put of it (S3 resumes it after a crash: its name is its
+                    // content, so the next pass puts it again).
                     let pack = PackId::for_large_blob(&blob.id, &stored, codec as u8);
-                    let mut sink = self.uploader.store.writer(&layout::pack_key(&pack), PutMode::Create)?;
+                    let store = &self.uploader.store;
+                    let mut sink = if store.resumes_puts() {
+                        None
+                    } else {
+                        store.writer(&layout::pack_key(&pack), PutMode::Create)?
+                    };
                     let mut w = PackWriter::new(pack, if sink.is_some() { 0 } else { stored.len() });
                     let seg = w.reserve();
                     put_segment(

@@ -993,4 +993,87 @@ mod tests {
         let used = budget.used.lock().unwrap();
         assert_eq!((used.bytes, used.large), (0, false));
     }
+
+    /// A store that records how each pack object was written: streamed through `writer`, or whole with `put`.
+    #[derive(Debug)]
+    struct Spy {
+        inner: crate::store::LocalStore,
+        resumes: bool,
+        streamed: Mutex<Vec<String>>,
+        put: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::Store for Spy {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+            self.put.lock().unwrap().push(key.to_string());
+            self.inner.put(key, data, mode).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn crate::store::ObjectWriter>>> {
+            self.streamed.lock().unwrap().push(key.to_string());
+            self.inner.writer(key, mode)
+        }
+        fn resumes_puts(&self) -> bool {
+            self.resumes
+        }
+    }
+
+    /// A blob of 8 MiB or more stored gets a pack of its own, named by its content. It is streamed to its object
+    /// like every other pack (never copied whole into a buffer), except into a store whose puts do more for it (S3:
+    /// a journaled put is resumed by the next pass after a crash): there it is put whole, as before streaming.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_blobs_own_pack_is_streamed_unless_the_store_resumes_puts() {
+        let src = tempfile::tempdir().unwrap();
+        let mut noise = Vec::with_capacity(10 << 20);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while noise.len() < 10 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            noise.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(src.path().join("archive.bin"), &noise).unwrap();
+        std::fs::write(src.path().join("note.txt"), b"a small file").unwrap();
+        for resumes in [false, true] {
+            let dest = tempfile::tempdir().unwrap();
+            let spy = Arc::new(Spy {
+                inner: crate::store::LocalStore::create(dest.path()).unwrap(),
+                resumes,
+                streamed: Mutex::default(),
+                put: Mutex::default(),
+            });
+            let s = migrate(src.path(), spy.clone(), MigrateOptions::new("m")).await.unwrap();
+            assert_eq!(s.stats.packs, 2, "the large blob's pack and the small file's");
+            let packs =
+                |keys: &Mutex<Vec<String>>| keys.lock().unwrap().iter().filter(|k| k.starts_with("packs/")).count();
+            assert_eq!(
+                (packs(&spy.streamed), packs(&spy.put)),
+                if resumes { (1, 1) } else { (2, 0) },
+                "resumes: {resumes}"
+            );
+            let to = tempfile::tempdir().unwrap();
+            let to = to.path().join("m");
+            let r = crate::restore::restore(spy.clone(), "m", &to, &Default::default()).await.unwrap();
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            assert_eq!(std::fs::read(to.join("archive.bin")).unwrap(), noise);
+        }
+    }
 }

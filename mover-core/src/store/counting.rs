@@ -222,6 +222,10 @@ impl<S: Store> Store for CountingStore<S> {
         Ok(self.counting_writer(self.inner.writer(key, mode)?))
     }
 
+    fn resumes_puts(&self) -> bool {
+        self.inner.resumes_puts()
+    }
+
     fn writer_retrying(
         &self,
         key: &str,

@@ -106,6 +106,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Whether [`Store::put`] of an object named by its content does more for it than [`Store::writer`] would: S3's
+    /// puts are journaled, so that the next put of the same key after a crash resumes the upload, and `RetryStore`
+    /// retries a failed put whole, which it cannot do for a stream. The pipeline then puts a large blob's own pack
+    /// whole instead of streaming it. The default, `false`, streams whenever [`Store::writer`] can; wrappers forward it.
+    fn resumes_puts(&self) -> bool {
+        false
+    }
+
     /// [`Store::writer`], for a writer that retries its own requests failing with transient errors under `retry`:
     /// what [`RetryStore`] asks of its inner store, since it cannot redo a stream whose bytes are gone. The default
     /// ignores `retry` (right for a writer whose requests cannot fail transiently, like the local store's);

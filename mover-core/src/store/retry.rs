@@ -220,6 +220,10 @@ impl<S: Store> Store for RetryStore<S> {
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
         self.inner.writer_retrying(key, mode, &self.backoff.config)
     }
+
+    fn resumes_puts(&self) -> bool {
+        self.inner.resumes_puts()
+    }
 }
 
 /// A shared store is a store, so wrappers can go around a type-erased [`super::DynStore`]
@@ -256,6 +260,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn super::ObjectWriter>>> {
         (**self).writer(key, mode)
+    }
+
+    fn resumes_puts(&self) -> bool {
+        (**self).resumes_puts()
     }
 
     fn writer_retrying(

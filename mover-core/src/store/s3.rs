@@ -1477,6 +1477,11 @@ impl Store for S3Store {
 
     /// [`Store::writer`] whose requests are retried under `retry` (the policy of the [`super::RetryStore`] around
     /// this store) instead of [`S3Config::part_retry`].
+    fn resumes_puts(&self) -> bool {
+        // Puts are journaled (with a state directory) and retried whole by `RetryStore`; a stream is neither.
+        true
+    }
+
     fn writer_retrying(
         &self,
         key: &str,
