@@ -62,6 +62,9 @@ pub(super) struct Packer {
     pub(super) uploader: Uploader,
     /// Stored bytes by kind (header, body, attachment, other), counted when segments are written.
     pub(super) stored_by_kind: [u64; KINDS],
+    /// A write of the current pack failed: its table may name bytes that are not in its object, so it is never
+    /// sealed (the error fails the pass; this makes sure of it).
+    pub(super) failed: bool,
 }
 
 impl Packer {
@@ -178,7 +181,9 @@ impl Packer {
         blobs: &[(ContentId, u64, u64)],
     ) -> Result<()> {
         let w = self.current.as_mut().expect("a segment belongs to the current pack");
-        put_segment(w, self.sink.as_mut(), seg, stored, raw_len, codec, blobs)
+        let written = put_segment(w, self.sink.as_mut(), seg, stored, raw_len, codec, blobs);
+        self.failed |= written.is_err();
+        written
     }
 
     /// Seal the current pack first if it is full (its written, open and compressing segments, counted raw, reach
@@ -248,6 +253,9 @@ impl Packer {
 
     /// Close the open segments and seal and upload the current pack.
     pub(super) fn seal(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::new(ErrorKind::Other, "a write of the current pack failed earlier; it is not sealed"));
+        }
         for slot in 0..KINDS {
             self.close_segment(slot)?;
         }
@@ -462,8 +470,12 @@ impl Collector<'_> {
             };
             let mut end = None;
             let mut failed = None;
+            // An error of the collector itself (the store failing under a pack being written) fails the pass: it is
+            // not the file's fault, and the pack it was writing cannot be trusted. The reader would take it for a
+            // failed read of the file and quarantine the file, so it is handed over as a cancellation.
+            let mut fatal = None;
             let source = self.source;
-            reader.read_file(&entry, source, &mut |ev| match ev {
+            let read = reader.read_file(&entry, source, &mut |ev| match ev {
                 Event::FileEnd { version, hash, .. } => {
                     end = Some((version, hash));
                     Ok(())
@@ -472,8 +484,15 @@ impl Collector<'_> {
                     failed = Some((offset, error));
                     Ok(())
                 }
-                other => self.handle(other),
-            })?;
+                other => self.handle(other).map_err(|e| {
+                    fatal = Some(e);
+                    Error::new(ErrorKind::Cancelled, "the collector failed")
+                }),
+            });
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            read?;
             if let Some((offset, error)) = failed {
                 self.spool = None;
                 return self.quarantine(&entry.rel, offset, format!("{}: {error}", entry.abs().display()), false);

@@ -698,6 +698,7 @@ fn run_pass(
                         dicts,
                         uploader,
                         stored_by_kind: [0; 4],
+                        failed: false,
                     },
                     manifest,
                     stats: PassStats::default(),
@@ -995,41 +996,79 @@ mod tests {
     }
 
     /// A store that records how each pack object was written: streamed through `writer`, or whole with `put`.
-    #[derive(Debug)]
+    #[derive(Debug, Default)]
     struct Spy {
-        inner: crate::store::LocalStore,
+        inner: Option<crate::store::LocalStore>,
         resumes: bool,
         streamed: Mutex<Vec<String>>,
         put: Mutex<Vec<String>>,
+        /// Fail the write of this many writes of 64 KiB or more through `writer` (0: none).
+        fail_big_write: u64,
+        big_writes: Arc<AtomicU64>,
+    }
+
+    impl Spy {
+        fn new(dest: &Path) -> Self {
+            Spy { inner: Some(crate::store::LocalStore::create(dest).unwrap()), ..Default::default() }
+        }
+        fn inner(&self) -> &crate::store::LocalStore {
+            self.inner.as_ref().expect("set by new")
+        }
+    }
+
+    /// A writer whose `fail`-th write of 64 KiB or more (counted over all writers of one store) fails.
+    struct Failing {
+        inner: Box<dyn crate::store::ObjectWriter>,
+        fail: u64,
+        big_writes: Arc<AtomicU64>,
+    }
+
+    impl crate::store::ObjectWriter for Failing {
+        fn write(&mut self, data: &[u8]) -> Result<()> {
+            if data.len() >= 64 << 10
+                && self.big_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.fail
+            {
+                return Err(Error::new(ErrorKind::Other, "injected: no space left on device"));
+            }
+            self.inner.write(data)
+        }
+        fn written(&self) -> u64 {
+            self.inner.written()
+        }
+        fn commit(self: Box<Self>) -> Result<PutOutcome> {
+            self.inner.commit()
+        }
     }
 
     #[async_trait::async_trait]
     impl crate::store::Store for Spy {
         fn describe(&self) -> String {
-            self.inner.describe()
+            self.inner().describe()
         }
         async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
             self.put.lock().unwrap().push(key.to_string());
-            self.inner.put(key, data, mode).await
+            self.inner().put(key, data, mode).await
         }
         async fn get(&self, key: &str) -> Result<Bytes> {
-            self.inner.get(key).await
+            self.inner().get(key).await
         }
         async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-            self.inner.get_range(key, range).await
+            self.inner().get_range(key, range).await
         }
         async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>> {
-            self.inner.head(key).await
+            self.inner().head(key).await
         }
         async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>> {
-            self.inner.list(prefix).await
+            self.inner().list(prefix).await
         }
         async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
+            self.inner().delete(key).await
         }
         fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn crate::store::ObjectWriter>>> {
             self.streamed.lock().unwrap().push(key.to_string());
-            self.inner.writer(key, mode)
+            let Some(inner) = self.inner().writer(key, mode)? else { return Ok(None) };
+            let (fail, big_writes) = (self.fail_big_write, self.big_writes.clone());
+            Ok(Some(Box::new(Failing { inner, fail, big_writes })))
         }
         fn resumes_puts(&self) -> bool {
             self.resumes
@@ -1054,12 +1093,7 @@ mod tests {
         std::fs::write(src.path().join("note.txt"), b"a small file").unwrap();
         for resumes in [false, true] {
             let dest = tempfile::tempdir().unwrap();
-            let spy = Arc::new(Spy {
-                inner: crate::store::LocalStore::create(dest.path()).unwrap(),
-                resumes,
-                streamed: Mutex::default(),
-                put: Mutex::default(),
-            });
+            let spy = Arc::new(Spy { resumes, ..Spy::new(dest.path()) });
             let s = migrate(src.path(), spy.clone(), MigrateOptions::new("m")).await.unwrap();
             assert_eq!(s.stats.packs, 2, "the large blob's pack and the small file's");
             let packs =
@@ -1075,5 +1109,40 @@ mod tests {
             assert!(r.errors.is_empty(), "{:?}", r.errors);
             assert_eq!(std::fs::read(to.join("archive.bin")).unwrap(), noise);
         }
+    }
+
+    /// The store failing while the collector re-reads a file that changed while it was read fails the pass. (It
+    /// was taken for a failed read of the file: the file was quarantined and the pass committed, with a pack whose
+    /// table names a segment that was never written, and that segment's blobs in the dedupe index.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_failure_while_a_changed_file_is_read_again_fails_the_pass() {
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("archive.bin");
+        let noise = |seed: u64| {
+            let mut x = seed;
+            (0..1 << 17)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect::<Vec<u8>>()
+        };
+        std::fs::write(&file, noise(1)).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        // The file's 1 MiB piece is written once as read, and again as read after it changed: that write fails.
+        let spy = Arc::new(Spy { fail_big_write: 2, ..Spy::new(dest.path()) });
+        let mut opts = MigrateOptions::new("m");
+        let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        opts.after_read = Some(Arc::new(move |p: &Path| {
+            if !changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(p, noise(2)).unwrap();
+            }
+        }));
+        let result = migrate(src.path(), spy.clone(), opts).await;
+        let err = result.expect_err("the pass fails");
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert_eq!(spy.big_writes.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
