@@ -561,3 +561,62 @@ fn put_segment(
     let written = if head.is_empty() { Ok(()) } else { sink.write(&head) };
     written.and_then(|()| sink.write(stored)).map_err(|e| e.context(format!("writing pack {}", w.id())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{decode_index, index_from_pack};
+
+    /// An object writer that appends to a shared buffer.
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl crate::store::ObjectWriter for Sink {
+        fn write(&mut self, data: &[u8]) -> Result<()> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(())
+        }
+        fn written(&self) -> u64 {
+            self.0.lock().unwrap().len() as u64
+        }
+        fn commit(self: Box<Self>) -> Result<PutOutcome> {
+            Ok(PutOutcome::Written)
+        }
+    }
+
+    /// Segments reserved up front and written out of order, as the packer does (a segment's number is handed out
+    /// when it opens, its bytes written when its compression ends): streamed to an object, they make the pack the
+    /// buffer would have held, whose own table gives back the index.
+    #[test]
+    fn segments_streamed_out_of_order_make_the_buffered_pack() {
+        let id = PackId::fresh();
+        let segs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + 300 * i as usize]).collect();
+        let blobs = |i: usize| [(ContentId::of(&segs[i]), 0, segs[i].len() as u64)];
+        let object = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut sink: Box<dyn crate::store::ObjectWriter> = Box::new(Sink(object.clone()));
+        let (mut streamed, mut buffered) = (PackWriter::new(id, 0), PackWriter::new(id, 0));
+        let reserved: Vec<u32> = (0..segs.len()).map(|_| streamed.reserve()).collect();
+        for _ in &reserved {
+            buffered.reserve();
+        }
+        for i in [3, 0, 4, 1, 2] {
+            put_segment(
+                &mut streamed,
+                Some(&mut sink),
+                reserved[i],
+                &segs[i],
+                segs[i].len() as u64,
+                Codec::None,
+                &blobs(i),
+            )
+            .unwrap();
+            put_segment(&mut buffered, None, reserved[i], &segs[i], segs[i].len() as u64, Codec::None, &blobs(i))
+                .unwrap();
+        }
+        let (streamed, buffered) = (streamed.seal(), buffered.seal());
+        sink.write(&streamed.data).unwrap();
+        let object = object.lock().unwrap().clone();
+        assert_eq!(object, buffered.data);
+        let no_dict = |d: u32| Err(Error::corrupt(format!("no dictionary {d}")));
+        assert_eq!(index_from_pack(id, &object, &no_dict).unwrap(), decode_index(id, &streamed.index).unwrap());
+    }
+}

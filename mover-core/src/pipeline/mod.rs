@@ -1103,6 +1103,24 @@ mod tests {
                 if resumes { (1, 1) } else { (2, 0) },
                 "resumes: {resumes}"
             );
+            // Each pack object is whole: its own table, read back from its bytes, gives its index.
+            let no_dict = |d: u32| Err(Error::corrupt(format!("no dictionary {d}")));
+            let keys: Vec<String> =
+                spy.put.lock().unwrap().iter().chain(spy.streamed.lock().unwrap().iter()).cloned().collect();
+            let mut checked = 0;
+            for key in &keys {
+                let Some(hex) = key.strip_prefix("packs/").and_then(|k| k.rsplit('/').next()?.strip_suffix(".pack"))
+                else {
+                    continue;
+                };
+                let id: crate::id::PackId = hex.parse().unwrap();
+                use crate::store::Store as _;
+                let (pack, index) = (spy.get(key).await.unwrap(), spy.get(&layout::index_key(&id)).await.unwrap());
+                let index = crate::pack::decode_index(id, &index).unwrap();
+                assert_eq!(crate::pack::index_from_pack(id, &pack, &no_dict).unwrap(), index, "{key}");
+                checked += 1;
+            }
+            assert_eq!(checked, 2);
             let to = tempfile::tempdir().unwrap();
             let to = to.path().join("m");
             let r = crate::restore::restore(spy.clone(), "m", &to, &Default::default()).await.unwrap();

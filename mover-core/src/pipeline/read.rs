@@ -440,3 +440,46 @@ pub(super) fn reader_thread(
     tracing::debug!("reader: the whole source is read");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch holding a message of a quarter of the budget or more is marked large; one of smaller messages, or of
+    /// unchanged files' records however many, is not.
+    #[test]
+    fn a_batch_with_a_large_message_is_large() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let mut out = Batcher {
+            events: Vec::new(),
+            weight: 0,
+            large: false,
+            batch_bytes: 1 << 20,
+            tx,
+            budget: Budget::new(8 << 20),
+        };
+        let msg = |len: usize| {
+            let msg = Bytes::from(vec![b'x'; len]);
+            Event::PieceIn(PieceIn::Msg {
+                offset: 0,
+                from: Bytes::new(),
+                msg,
+                trail: Bytes::new(),
+                mapped: false,
+                mbox: false,
+            })
+        };
+        for len in [100_000, 1 << 20] {
+            out.emit(msg(len)).unwrap();
+        }
+        out.emit(msg(2 << 20)).unwrap();
+        out.carry(|c| {
+            c.lines = vec![b'r'; 3 << 20];
+            c.files = 1;
+            Ok(true)
+        })
+        .unwrap();
+        let large: Vec<bool> = rx.try_iter().map(|b| b.permit.large).collect();
+        assert_eq!(large, [false, true, false]);
+    }
+}

@@ -1475,13 +1475,13 @@ impl Store for S3Store {
         self.stream_writer(key, mode, self.inner.part_backoff.clone())
     }
 
-    /// [`Store::writer`] whose requests are retried under `retry` (the policy of the [`super::RetryStore`] around
-    /// this store) instead of [`S3Config::part_retry`].
+    /// Puts are journaled (with a state directory) and retried whole by `RetryStore`; a stream is neither.
     fn resumes_puts(&self) -> bool {
-        // Puts are journaled (with a state directory) and retried whole by `RetryStore`; a stream is neither.
         true
     }
 
+    /// [`Store::writer`] whose requests are retried under `retry` (the policy of the [`super::RetryStore`] around
+    /// this store) instead of [`S3Config::part_retry`].
     fn writer_retrying(
         &self,
         key: &str,
