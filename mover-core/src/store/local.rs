@@ -270,6 +270,27 @@ impl ObjectWriter for LocalWriter {
     }
 }
 
+/// The writer of a create whose object is already there: it takes the bytes, writes nothing, and commits as
+/// [`PutOutcome::AlreadyExists`] (a placed object is always whole: it is placed only once complete and flushed).
+struct Present {
+    written: u64,
+}
+
+impl ObjectWriter for Present {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(self: Box<Self>) -> Result<PutOutcome> {
+        Ok(PutOutcome::AlreadyExists)
+    }
+}
+
 impl Drop for LocalWriter {
     fn drop(&mut self) {
         // Not placed (dropped before the commit, or the commit failed before placing): the object never existed.
@@ -292,6 +313,10 @@ impl Store for LocalStore {
 
     fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn ObjectWriter>>> {
         let dest = self.inner.path(key)?;
+        if mode == PutMode::Create && dest.exists() {
+            // As `put` does: an object named by its content that is already there is not written again.
+            return Ok(Some(Box::new(Present { written: 0 })));
+        }
         let (tmp, file) = self.inner.tmp_file()?;
         let inner = self.inner.clone();
         Ok(Some(Box::new(LocalWriter { inner, key: key.to_string(), dest, tmp, file: Some(file), written: 0, mode })))
