@@ -837,8 +837,8 @@ struct Batch {
 /// message never waits for the whole pipeline to drain.
 ///
 /// A batch holding a large message (a quarter of the budget or more) also waits while another one is in flight: a
-/// message is processed whole, and while it is its copy, its decoded attachments and their compressed forms are
-/// held too (about three times its size), so two large messages at once were what set a pass's peak memory.
+/// message is processed whole, and while it is, its bytes, its decoded attachments and their compressed forms are
+/// all held (about three times its size), so two large messages at once were what set a pass's peak memory.
 struct Budget {
     used: Mutex<Used>,
     freed: std::sync::Condvar,
