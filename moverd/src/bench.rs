@@ -42,6 +42,12 @@ pub struct BenchArgs {
     /// Skip the second, no-change run.
     #[arg(long)]
     pub no_rerun: bool,
+    /// Migrate SOURCE this many times, each into a fresh scratch store, and report the median run with the spread
+    /// of all of them: one run on a busy server can be a quarter off. The first run reads SOURCE as the page cache
+    /// has it; the next ones find it cached as far as memory allows. Not with DEST (later runs would be delta
+    /// passes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub runs: u32,
     /// Measure `migrate --dictionaries` (zstd dictionaries, off by default). A scratch store gets its dictionaries
     /// before the clock starts, as a destination has them after its first migration with `--dictionaries`.
     #[arg(long)]
@@ -100,7 +106,10 @@ struct BenchJson {
     source: String,
     destination: String,
     mailbox: String,
+    /// The median run (by MB/s; the slower of the two middle ones) of `--runs`.
     pipeline: PipelineRun,
+    /// MB/s of every run, in the order they ran.
+    runs_mb_s: Vec<f64>,
     bound: Bound,
     bound_truncated: bool,
     ratio_to_bound: f64,
@@ -118,21 +127,12 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "source".into());
     let mailbox = format!("bench.{name}");
-    let scratch = match &a.dest {
-        None => Some(ScratchStore::new(None)?),
-        Some(_) => None,
-    };
-    let (store, destination) = match (&scratch, &a.dest) {
-        (Some(s), _) => (s.store(), format!("scratch local store {} (removed afterwards)", s.path().display())),
-        (None, Some(d)) => {
-            let s = open_destination(d)?;
-            let desc = s.describe();
-            (s, desc)
-        }
-        (None, None) => unreachable!("scratch exists when there is no DEST"),
-    };
-    if !a.json {
-        eprintln!("moverd bench: migrating {} into {destination} …", a.source.display());
+    if a.runs > 1 && a.dest.is_some() {
+        anyhow::bail!(
+            "--runs {} needs the scratch store: into DEST every run after the first would find the mailbox there and \
+             be a delta pass; leave DEST out, or give --runs 1",
+            a.runs
+        );
     }
     let sources = [MailboxSource { mailbox: mailbox.clone(), path: a.source.clone() }];
     // With --dictionaries, a wave is planned on the steady state: the dictionaries are trained once per destination
@@ -146,9 +146,35 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         index_cache: None,
     };
     // The pipeline first (its peak RSS must not include the bound's copy of the source), then the bound.
-    let run = run_pipeline(&sources, store, &opts).await?;
-    let scratch_used = scratch.is_some();
-    drop(scratch);
+    let mut runs = Vec::new();
+    let mut destination = String::new();
+    for i in 0..a.runs {
+        let scratch = if a.dest.is_none() { Some(ScratchStore::new(None)?) } else { None };
+        let store = match (&scratch, &a.dest) {
+            (Some(s), _) => {
+                destination = format!("scratch local store {} (removed afterwards)", s.path().display());
+                s.store()
+            }
+            (None, Some(d)) => {
+                let s = open_destination(d)?;
+                destination = s.describe();
+                s
+            }
+            (None, None) => unreachable!("scratch exists when there is no DEST"),
+        };
+        if !a.json {
+            let of = if a.runs > 1 { format!(" (run {} of {})", i + 1, a.runs) } else { String::new() };
+            eprintln!("moverd bench: migrating {} into {destination}{of} …", a.source.display());
+        }
+        runs.push(run_pipeline(&sources, store, &opts).await?);
+    }
+    let runs_mb_s: Vec<f64> = runs.iter().map(|r| r.mb_s).collect();
+    // The median run, the slower of the two middle ones of an even number; the highest peak RSS of all.
+    let peak_rss = runs.iter().filter_map(|r| r.peak_rss).max();
+    runs.sort_by(|x, y| x.mb_s.total_cmp(&y.mb_s));
+    let mut run = runs.swap_remove((runs.len() - 1) / 2);
+    run.peak_rss = peak_rss;
+    let scratch_used = a.dest.is_none();
     if !a.json {
         eprintln!("moverd bench: measuring the bound …");
     }
@@ -176,6 +202,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
             destination,
             mailbox,
             pipeline: run,
+            runs_mb_s,
             bound,
             bound_truncated: truncated,
             ratio_to_bound,
@@ -204,6 +231,16 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         r.deduplicated_fraction * 100.0,
         r.peak_rss.map(display::bytes).unwrap_or_else(|| "unknown".into())
     );
+    if let Some((first, rest)) = runs_mb_s.split_first()
+        && !rest.is_empty()
+    {
+        let rest: Vec<String> = rest.iter().map(|v| format!("{v:.1}")).collect();
+        out!(
+            "  runs          {first:.1} (SOURCE as the page cache had it), then {} MB/s; the median above, and the \
+             highest peak RSS",
+            rest.join(", ")
+        );
+    }
     out!(
         "  bound         {:.1} MB/s: BLAKE3 per message + zstd-{} per 1 MiB segment on {} threads over {} in \
          memory{}",
@@ -253,6 +290,9 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<u8> {
         (None, _) => out!("  (give --mailboxes N for the number of windows the estate needs)"),
     }
     out!("  measured with warm or cold caches as found, on this machine's current load; plan with a margin.");
+    if a.runs == 1 && a.dest.is_none() {
+        out!("  one run: --runs 3 gives the median of three and their spread.");
+    }
     Ok(EXIT_OK)
 }
 

@@ -4,6 +4,7 @@
 
 mod attachments;
 mod badinput;
+mod bench;
 mod common;
 mod corpora;
 mod dedupe;
