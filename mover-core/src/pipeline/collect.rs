@@ -231,8 +231,14 @@ impl Packer {
     }
 
     /// Write compressed segments into the current pack, oldest first, until at most `keep` are still pending
-    /// (waiting for them when needed).
+    /// (waiting for them when needed). A failure leaves a reserved segment unwritten: the pack is never sealed.
     fn write_done(&mut self, keep: usize) -> Result<()> {
+        let written = self.write_pending(keep);
+        self.failed |= written.is_err();
+        written
+    }
+
+    fn write_pending(&mut self, keep: usize) -> Result<()> {
         while let Some(front) = self.pending.front() {
             let result = if self.pending.len() > keep {
                 front.done.recv().map_err(|_| Error::new(ErrorKind::Other, "a segment compression task died"))?

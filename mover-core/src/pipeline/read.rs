@@ -157,7 +157,18 @@ impl Reader<'_> {
                         h.update(&data);
                     }
                 }
-                self.emit_pieces(kind, &data, 0, true, mapped, &mut mbox::Splitter::new(), emit).map(|_| ())
+                // Everything is cut at the end of the file; bytes left over would be a hole in the file's records.
+                self.emit_pieces(kind, &data, 0, true, mapped, &mut mbox::Splitter::new(), emit).and_then(|used| {
+                    if used == data.len() {
+                        Ok(())
+                    } else {
+                        Err(Error::bad_input(format!(
+                            "{}: {} bytes left unsplit at offset {used}",
+                            entry.abs().display(),
+                            data.len() - used
+                        )))
+                    }
+                })
             }
             Err(()) => self.stream_pieces(kind, entry, &open, hasher.as_mut(), emit),
         };

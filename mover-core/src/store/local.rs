@@ -123,7 +123,7 @@ impl Inner {
     /// Move the flushed temporary file `tmp` to `dest` (the object `key`), durably.
     fn place(&self, key: &str, tmp: &Path, dest: &Path, mode: PutMode) -> Result<PutOutcome> {
         let parent = dest.parent().expect("validated key has a parent");
-        if let Err(e) = fs::create_dir_all(parent) {
+        if let Err(e) = create_dirs_durably(parent) {
             let _ = fs::remove_file(tmp);
             return Err(Error::io(format!("creating {}", parent.display()), e));
         }
@@ -215,6 +215,33 @@ fn not_found_or_io(key: &str, path: &Path, e: io::Error) -> Error {
     } else {
         Error::io(format!("opening object {key} at {}", path.display()), e)
     }
+}
+
+/// Create `dir` and its missing parents, each made durable in its parent directory (fsynced): an object placed in
+/// a directory made for it (a destination's first pack under `packs/ab/`, a mailbox's first manifest) must not
+/// vanish with that directory on a power loss, after its pass was reported committed.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    for m in missing.into_iter().rev() {
+        match fs::create_dir(m) {
+            // Made by another writer meanwhile: synced here too, since this object may be placed before that
+            // writer's sync.
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        if let Some(p) = m.parent() {
+            File::open(p)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// A piece-by-piece write into a temporary file, placed like a [`Store::put`] on commit. Each piece is handed to
@@ -364,6 +391,21 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_made_level_by_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dirs_durably(&deep).unwrap();
+        assert!(deep.is_dir());
+        // Again, and next to it: nothing to do, and one level.
+        create_dirs_durably(&deep).unwrap();
+        create_dirs_durably(&dir.path().join("a/b/d")).unwrap();
+        assert!(dir.path().join("a/b/d").is_dir());
+        // A file in the way is an error, not a directory made beside it.
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        assert!(create_dirs_durably(&dir.path().join("f/g")).is_err());
+    }
 
     #[tokio::test]
     async fn conformance() {
