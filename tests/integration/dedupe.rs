@@ -1,6 +1,6 @@
 //! The same body under different headers is stored once per destination.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
@@ -208,6 +208,22 @@ fn concurrent_migrations_share_the_index_cache() {
     assert_eq!(uncached - cached, packs);
 }
 
+/// Maildir `m{i}` under `root` of `n` messages: body `j` is the same in every mailbox when `j` is a multiple of
+/// `shared_every`, this mailbox's own otherwise, and `len(j)` bytes long.
+fn shared_bodies_mailbox(root: &Path, i: u64, n: u64, shared_every: u64, len: impl Fn(usize) -> usize) -> PathBuf {
+    let src = root.join(format!("m{i}"));
+    for j in 0..n {
+        let body = noise(if j % shared_every == 0 { j } else { i * 1000 + j }, len(j as usize));
+        write_file(
+            &src.join(format!("cur/{j}.host:2,S")),
+            &message(&[("Subject", &format!("{i}/{j}"))], &body, "\n"),
+            1_600_000_000,
+        );
+    }
+    std::fs::create_dir_all(src.join("new")).unwrap();
+    src
+}
+
 /// A program that migrates mailbox after mailbox in one process keeps the destination's dedupe index from pass to
 /// pass (`MigrateOptions::keep_index`): each pass reads no pack index it already holds, dedupes as well as a pass
 /// that loads everything, and restores byte for byte. A kept index whose packs the destination no longer lists (a
@@ -217,20 +233,8 @@ fn concurrent_migrations_share_the_index_cache() {
 async fn a_kept_index_reads_only_new_pack_indexes_and_never_outlives_its_packs() {
     use mover_core::pipeline::{KeptIndex, MigrateOptions, migrate};
     let work = tempfile::tempdir().unwrap();
-    let mailbox = |i: u64| {
-        let src = work.path().join(format!("m{i}"));
-        for j in 0..12u64 {
-            // Even bodies shared by every mailbox, odd ones each mailbox's own.
-            let body = noise(if j % 2 == 0 { j } else { i * 1000 + j }, 3000 + 100 * j as usize);
-            write_file(
-                &src.join(format!("cur/{j}.host:2,S")),
-                &message(&[("Subject", &format!("{i}/{j}"))], &body, "\n"),
-                1_600_000_000,
-            );
-        }
-        std::fs::create_dir_all(src.join("new")).unwrap();
-        src
-    };
+    // Even bodies shared by every mailbox, odd ones each mailbox's own.
+    let mailbox = |i: u64| shared_bodies_mailbox(work.path(), i, 12, 2, |j| 3000 + 100 * j);
     let sources: Vec<_> = (0..4).map(mailbox).collect();
     let store = |d: &Path| mover_core::store::open_destination(d.to_str().unwrap()).unwrap();
     let run = |dest: std::path::PathBuf, keep: Option<KeptIndex>| {
@@ -289,20 +293,8 @@ async fn a_kept_index_reads_only_new_pack_indexes_and_never_outlives_its_packs()
 async fn concurrent_migrations_in_one_process_share_nothing_unstored() {
     use mover_core::pipeline::{KeptIndex, MigrateOptions, migrate};
     let work = tempfile::tempdir().unwrap();
-    let mailbox = |i: u64| {
-        let src = work.path().join(format!("m{i}"));
-        for j in 0..40u64 {
-            // A third of the bodies shared by every mailbox, the rest each mailbox's own.
-            let body = noise(if j % 3 == 0 { j } else { i * 1000 + j }, 20_000 + 1000 * j as usize);
-            write_file(
-                &src.join(format!("cur/{j}.host:2,S")),
-                &message(&[("Subject", &format!("{i}/{j}"))], &body, "\n"),
-                1_600_000_000,
-            );
-        }
-        std::fs::create_dir_all(src.join("new")).unwrap();
-        src
-    };
+    // A third of the bodies shared by every mailbox, the rest each mailbox's own.
+    let mailbox = |i: u64| shared_bodies_mailbox(work.path(), i, 40, 3, |j| 20_000 + 1000 * j);
     let dest = work.path().join("dest");
     let cache = work.path().join("cache");
     let store = || mover_core::store::open_destination(dest.to_str().unwrap()).unwrap();
