@@ -527,8 +527,11 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         header.pass = pass;
         let object = reframe(&draft, &header)?;
         let key = layout::manifest_key(&opts.mailbox, pass);
-        match store.put(&key, object, PutMode::Create).await? {
+        match store.put(&key, object.clone(), PutMode::Create).await? {
             PutOutcome::Written => break,
+            // This very manifest: an earlier attempt of this put was written but its answer lost, and the retry
+            // found it (the bytes are all this pass's, down to its finishing time). It is committed.
+            PutOutcome::AlreadyExists if store.get(&key).await.is_ok_and(|there| there == object) => break,
             // Another writer committed this pass number first: take the next one.
             PutOutcome::AlreadyExists if pass < header_pass_limit(prev_header) => pass += 1,
             PutOutcome::AlreadyExists => {
@@ -1004,6 +1007,8 @@ mod tests {
         put: Mutex<Vec<String>>,
         /// Fail the write of this many writes of 64 KiB or more through `writer` (0: none).
         fail_big_write: u64,
+        /// The first put of a manifest is written, and then answered with a transient error (a lost answer).
+        lose_manifest_answer: std::sync::atomic::AtomicBool,
         big_writes: Arc<AtomicU64>,
     }
 
@@ -1047,7 +1052,12 @@ mod tests {
         }
         async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
             self.put.lock().unwrap().push(key.to_string());
-            self.inner().put(key, data, mode).await
+            let outcome = self.inner().put(key, data, mode).await;
+            if key.ends_with(".manifest") && self.lose_manifest_answer.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(Error::new(ErrorKind::Transient, "injected: connection reset before the answer"));
+            }
+            outcome
         }
         async fn get(&self, key: &str) -> Result<Bytes> {
             self.inner().get(key).await
@@ -1162,5 +1172,28 @@ mod tests {
         let err = result.expect_err("the pass fails");
         assert!(err.to_string().contains("injected"), "{err}");
         assert_eq!(spy.big_writes.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A manifest put whose answer is lost is retried (RetryStore) and finds the object there: when the object is
+    /// this very manifest, the pass is committed under its number, not committed again as the next pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manifest_whose_answer_was_lost_is_committed_once() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("note.txt"), b"a small file").unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let spy = Arc::new(Spy { lose_manifest_answer: true.into(), ..Spy::new(dest.path()) });
+        let fast = crate::store::RetryConfig { max_attempts: 3, base_backoff_ms: 1, max_backoff_ms: 1 };
+        let store: DynStore = Arc::new(crate::store::RetryStore::new(spy.clone(), fast).unwrap());
+        let s = migrate(src.path(), store.clone(), MigrateOptions::new("m")).await.unwrap();
+        assert_eq!(s.pass, 1, "{s:?}");
+        let manifests = store.list("mailboxes/").await.unwrap();
+        assert_eq!(manifests.len(), 1, "{manifests:?}");
+        // The next pass is pass 2, and finds nothing new.
+        let again = migrate(src.path(), store.clone(), MigrateOptions::new("m")).await.unwrap();
+        assert!(again.nothing_new, "{again:?}");
+        let to = tempfile::tempdir().unwrap();
+        let r = crate::restore::restore(store, "m", &to.path().join("m"), &Default::default()).await.unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(std::fs::read(to.path().join("m/note.txt")).unwrap(), b"a small file");
     }
 }
