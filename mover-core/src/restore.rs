@@ -628,8 +628,18 @@ impl Sink for DirSink {
                 "{}.mover-failed",
                 path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
             ));
-            // Keep what could be rebuilt, under a name that says it is not the original.
-            let _ = fs::rename(&path, &bad);
+            // Keep what could be rebuilt, under a name that says it is not the original; never under the original's
+            // name (the error is in the report either way).
+            if let Err(renaming) = fs::rename(&path, &bad)
+                && let Err(removing) = fs::remove_file(&path)
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    %renaming,
+                    %removing,
+                    "a restored file that failed its checks could be neither renamed nor removed"
+                );
+            }
         }
     }
 }
