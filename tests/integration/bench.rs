@@ -3,7 +3,8 @@
 use crate::common::*;
 
 /// `--runs N` migrates SOURCE N times into fresh scratch stores and reports the median run with every run's MB/s;
-/// into a DEST it is refused (every run after the first would be a delta pass).
+/// into a DEST it is refused (every run after the first would be a delta pass), and one run into a DEST restores
+/// byte for byte.
 #[test]
 fn bench_runs_report_the_median_and_every_run() {
     let work = tempfile::tempdir().unwrap();
@@ -33,4 +34,10 @@ fn bench_runs_report_the_median_and_every_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--runs 2 needs the scratch store"), "{err}");
     assert!(!dest.exists(), "nothing written into DEST");
+
+    // One run into DEST is a real migration of the mailbox (as `bench.user000`): it restores byte for byte.
+    moverd_ok(["bench", mailbox.to_str().unwrap(), dest.to_str().unwrap(), "--no-rerun"], EXIT_OK);
+    let to = work.path().join("restored");
+    restore(&dest, "bench.user000", None, &to);
+    assert_same_tree(&mailbox, &to);
 }

@@ -999,9 +999,9 @@ mod tests {
     }
 
     /// A store that records how each pack object was written: streamed through `writer`, or whole with `put`.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct Spy {
-        inner: Option<crate::store::LocalStore>,
+        inner: crate::store::LocalStore,
         resumes: bool,
         streamed: Mutex<Vec<String>>,
         put: Mutex<Vec<String>>,
@@ -1014,10 +1014,15 @@ mod tests {
 
     impl Spy {
         fn new(dest: &Path) -> Self {
-            Spy { inner: Some(crate::store::LocalStore::create(dest).unwrap()), ..Default::default() }
-        }
-        fn inner(&self) -> &crate::store::LocalStore {
-            self.inner.as_ref().expect("set by new")
+            Spy {
+                inner: crate::store::LocalStore::create(dest).unwrap(),
+                resumes: false,
+                streamed: Mutex::default(),
+                put: Mutex::default(),
+                fail_big_write: 0,
+                lose_manifest_answer: false.into(),
+                big_writes: Arc::default(),
+            }
         }
     }
 
@@ -1048,11 +1053,11 @@ mod tests {
     #[async_trait::async_trait]
     impl crate::store::Store for Spy {
         fn describe(&self) -> String {
-            self.inner().describe()
+            self.inner.describe()
         }
         async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
             self.put.lock().unwrap().push(key.to_string());
-            let outcome = self.inner().put(key, data, mode).await;
+            let outcome = self.inner.put(key, data, mode).await;
             if key.ends_with(".manifest") && self.lose_manifest_answer.swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 return Err(Error::new(ErrorKind::Transient, "injected: connection reset before the answer"));
@@ -1060,23 +1065,23 @@ mod tests {
             outcome
         }
         async fn get(&self, key: &str) -> Result<Bytes> {
-            self.inner().get(key).await
+            self.inner.get(key).await
         }
         async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-            self.inner().get_range(key, range).await
+            self.inner.get_range(key, range).await
         }
         async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>> {
-            self.inner().head(key).await
+            self.inner.head(key).await
         }
         async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>> {
-            self.inner().list(prefix).await
+            self.inner.list(prefix).await
         }
         async fn delete(&self, key: &str) -> Result<()> {
-            self.inner().delete(key).await
+            self.inner.delete(key).await
         }
         fn writer(&self, key: &str, mode: PutMode) -> Result<Option<Box<dyn crate::store::ObjectWriter>>> {
             self.streamed.lock().unwrap().push(key.to_string());
-            let Some(inner) = self.inner().writer(key, mode)? else { return Ok(None) };
+            let Some(inner) = self.inner.writer(key, mode)? else { return Ok(None) };
             let (fail, big_writes) = (self.fail_big_write, self.big_writes.clone());
             Ok(Some(Box::new(Failing { inner, fail, big_writes })))
         }
