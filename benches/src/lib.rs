@@ -377,6 +377,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             anyhow::ensure!(r.pipeline.rerun_nothing_new == Some(true), "the no-change re-run stored something");
             anyhow::ensure!(r.bound_mb_s > 0.0 && r.pipeline.mb_s > 0.0, "a rate is zero");
+            // Every stage ran (the smoke corpus has enough messages to train dictionaries on), and each one that
+            // makes bytes reports how many.
+            let names: Vec<&str> = r.stages.iter().map(|s| s.stage.as_str()).collect();
+            for want in [
+                "split",
+                "mime",
+                "mbox-split",
+                "mbox-1file",
+                "blake3",
+                "zstd",
+                "zstd-seg",
+                "dict-train",
+                "zstd-dict",
+                "zstd-dict-seg",
+                "pack",
+                "manifest",
+                "store-put",
+                "manifest-put",
+            ] {
+                anyhow::ensure!(names.contains(&want), "stage {want} did not run (stages: {names:?})");
+            }
+            for s in r.stages.iter().filter(|s| s.stage.starts_with("zstd") || s.stage == "manifest") {
+                anyhow::ensure!(
+                    s.out_bytes.is_some_and(|o| o > 0 && o <= s.bytes + s.items * 32),
+                    "stage {} reports {:?} bytes out of {} in",
+                    s.stage,
+                    s.out_bytes,
+                    s.bytes
+                );
+            }
             anyhow::ensure!(
                 r.rerun_fraction.is_some_and(|f| f > 0.0) && r.rerun_seconds_runs.len() == r.pipeline_mb_s_runs.len(),
                 "every repetition reports its re-run"
@@ -591,9 +621,13 @@ fn print_corpus(r: &CorpusReport, threads: usize, level: i32) {
         r.load1.0,
         r.load1.1
     );
-    println!("   {:<11} {:>9} {:>12}  (one thread)", "stage", "MB/s", "items/s");
+    println!(
+        "   {:<13} {:>9} {:>12} {:>7}  (one thread; out = bytes made ÷ bytes in)",
+        "stage", "MB/s", "items/s", "out"
+    );
     for s in &r.stages {
-        println!("   {:<11} {:>9.1} {:>12.0}  {}", s.stage, s.mb_s, s.items_per_s, s.what);
+        let out = s.out_bytes.map(|o| format!("{:.3}", o as f64 / s.bytes.max(1) as f64)).unwrap_or_default();
+        println!("   {:<13} {:>9.1} {:>12.0} {:>7}  {}", s.stage, s.mb_s, s.items_per_s, out, s.what);
     }
     let p = &r.pipeline;
     println!(

@@ -7,12 +7,16 @@
 use std::time::Instant;
 
 use mover_core::bench::{LoadedSource, mb_s};
-use mover_core::compress::{self, Codec};
+use mover_core::compress::{self, Codec, Dictionary};
 use mover_core::corpus::asctime;
+use mover_core::dictionary;
 use mover_core::id::{ContentId, PackId};
-use mover_core::manifest::{BlobRef, ByteStr, ManifestWriter, Part, PartKind, Record};
+use mover_core::manifest::{
+    BlobRef, ByteStr, MANIFEST_FORMAT, MANIFEST_VERSION, ManifestHeader, ManifestWriter, Part, PartKind, Record,
+};
 use mover_core::mime;
 use mover_core::pack::PackWriter;
+use mover_core::report::PassStats;
 use mover_core::source::mbox;
 use mover_core::split;
 use mover_core::store::{PutMode, Store};
@@ -46,6 +50,10 @@ pub struct StageResult {
     pub mb_s: f64,
     /// Items per second.
     pub items_per_s: f64,
+    /// Bytes out per repetition, where the stage makes something whose size matters (compressed bytes, the finished
+    /// manifest): `out_bytes ÷ bytes` is its ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_bytes: Option<u64>,
 }
 
 fn timed(
@@ -75,7 +83,31 @@ fn timed(
         seconds,
         mb_s: mb_s(bytes * u64::from(reps), seconds),
         items_per_s: (items * u64::from(reps)) as f64 / seconds,
+        out_bytes: None,
     })
+}
+
+/// [`timed`] for a stage whose every repetition makes `out_bytes` bytes (the last repetition's count is kept).
+fn timed_out(
+    stage: &str,
+    what: &str,
+    bytes: u64,
+    items: u64,
+    min_seconds: f64,
+    mut f: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<StageResult> {
+    let mut out = 0;
+    let mut r = timed(stage, what, bytes, items, min_seconds, || {
+        out = f()?;
+        Ok(())
+    })?;
+    r.out_bytes = Some(out);
+    Ok(r)
+}
+
+/// Stored size of `compressed` (`None`: stored as is).
+fn stored_len(raw: &[u8], compressed: Option<Vec<u8>>) -> u64 {
+    compressed.map_or(raw.len(), |c| c.len()) as u64
 }
 
 /// The corpus as one mboxo file in memory (From_ line, escaped message, blank line), so that mbox splitting is
@@ -174,14 +206,16 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
     drop(mbox_data);
 
     // The blobs as the pipeline makes them: header and body of each message.
-    let blobs: Vec<&[u8]> = src
+    // (kind: 0 = header block, 1 = body; the blob)
+    let kinded: Vec<(usize, &[u8])> = src
         .pieces()
         .flat_map(|p| {
             let h = split::header_len(p);
-            [&p[..h], &p[h..]]
+            [(0, &p[..h]), (1, &p[h..])]
         })
-        .filter(|b| !b.is_empty())
+        .filter(|(_, b)| !b.is_empty())
         .collect();
+    let blobs: Vec<&[u8]> = kinded.iter().map(|&(_, b)| b).collect();
     let blob_count = blobs.len() as u64;
 
     out.push(timed("blake3", "ContentId::of of every header and body blob", bytes, blob_count, min, || {
@@ -193,15 +227,17 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
 
     let level = opts.zstd_level;
     let what = format!("compress::compress (zstd {level}) of every header and body blob");
-    out.push(timed("zstd", &what, bytes, blob_count, min, || {
+    out.push(timed_out("zstd", &what, bytes, blob_count, min, || {
+        let mut out = 0;
         for b in &blobs {
-            std::hint::black_box(compress::compress(b, level)?);
+            out += stored_len(b, compress::compress(b, level)?);
         }
-        Ok(())
+        Ok(out)
     })?);
 
     // The same blobs as the pipeline compresses them: header blocks together, bodies together, in segments.
-    let segments: Vec<Vec<u8>> = {
+    // Segments of each kind: (0 = header blocks, 1 = bodies, the segment).
+    let segments: Vec<(usize, Vec<u8>)> = {
         let mut out = Vec::new();
         for kind in [0, 1] {
             let mut seg = Vec::new();
@@ -209,21 +245,71 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
                 let h = split::header_len(p);
                 let b = if kind == 0 { &p[..h] } else { &p[h..] };
                 if !seg.is_empty() && seg.len() + b.len() > mover_core::pack::SEGMENT_TARGET {
-                    out.push(std::mem::take(&mut seg));
+                    out.push((kind, std::mem::take(&mut seg)));
                 }
                 seg.extend_from_slice(b);
             }
-            out.push(seg);
+            out.push((kind, seg));
         }
         out
     };
     let what = format!("compress::compress (zstd {level}) of the same blobs in 1 MiB segments of their kind");
-    out.push(timed("zstd-seg", &what, bytes, blob_count, min, || {
-        for s in &segments {
-            std::hint::black_box(compress::compress(s, level)?);
+    out.push(timed_out("zstd-seg", &what, bytes, blob_count, min, || {
+        let mut out = 0;
+        for (_, s) in &segments {
+            out += stored_len(s, compress::compress(s, level)?);
         }
-        Ok(())
+        Ok(out)
     })?);
+
+    // The same with zstd dictionaries (`--dictionaries`): one for header blocks, one for bodies, trained as a
+    // destination's first migration trains them (the header blocks and the bodies of up to 64 KiB of the first
+    // messages, within the sampling budget).
+    let (header_samples, body_samples) = dictionary_samples(src);
+    let sample_bytes: u64 = header_samples.iter().chain(&body_samples).map(|s| s.len() as u64).sum();
+    let mut dicts = None;
+    if header_samples.len() >= dictionary::MIN_SAMPLES && body_samples.len() >= dictionary::MIN_SAMPLES {
+        let what = format!(
+            "Dictionary::train of the header and the body dictionary ({} + {} samples, at most {} KiB each; MB/s of samples)",
+            header_samples.len(),
+            body_samples.len(),
+            dictionary::MAX_DICT_SIZE >> 10
+        );
+        let samples = (header_samples.len() + body_samples.len()) as u64;
+        out.push(timed("dict-train", &what, sample_bytes, samples, min, || {
+            let h = Dictionary::train(&header_samples, dictionary::MAX_DICT_SIZE, level)?;
+            let b = Dictionary::train(&body_samples, dictionary::MAX_DICT_SIZE, level)?;
+            dicts = h.zip(b);
+            Ok(())
+        })?);
+    }
+    match dicts {
+        Some((h, b)) => {
+            // Kept for the rest of the process, as the pipeline keeps a destination's dictionaries.
+            let dict = [h.leak(), b.leak()];
+            let what = format!("compress_with_dict (zstd {level}) of every header and body blob, by kind");
+            out.push(timed_out("zstd-dict", &what, bytes, blob_count, min, || {
+                let mut out = 0;
+                for &(kind, b) in &kinded {
+                    out += stored_len(b, compress::compress_with_dict(b, dict[kind])?);
+                }
+                Ok(out)
+            })?);
+            let what = format!("compress_with_dict (zstd {level}) of the 1 MiB segments, with their kind's dictionary");
+            out.push(timed_out("zstd-dict-seg", &what, bytes, blob_count, min, || {
+                let mut out = 0;
+                for (kind, s) in &segments {
+                    out += stored_len(s, compress::compress_with_dict(s, dict[*kind])?);
+                }
+                Ok(out)
+            })?);
+        }
+        None => eprintln!(
+            "mover-bench: no dictionary stages ({} header and {} body samples: too few, or zstd found nothing to learn)",
+            header_samples.len(),
+            body_samples.len()
+        ),
+    }
     drop(segments);
 
     // Stored forms, for packing and storing (not timed).
@@ -293,9 +379,26 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
             }
         })
         .collect();
-    out.push(timed(
+    let header = || ManifestHeader {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        mailbox: "bench".into(),
+        pass: 1,
+        source: "/var/mail/bench".into(),
+        source_is_dir: true,
+        started_ms: 0,
+        finished_ms: 0,
+        tool: "mover-bench".into(),
+        records: 0,
+        body_blake3: ContentId::of(b""),
+        records_blake3: None,
+        stats: PassStats::default(),
+    };
+    let mut manifest = Default::default();
+    out.push(timed_out(
         "manifest",
-        "ManifestWriter::write of one two-part Msg record per message (MB/s of the source bytes described)",
+        "ManifestWriter::write of one two-part Msg record per message, then finish (records compressed, header; \
+         MB/s of the source bytes described)",
         bytes,
         n,
         min,
@@ -304,8 +407,8 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
             for r in &records {
                 w.write(r)?;
             }
-            std::hint::black_box(w.records());
-            Ok(())
+            manifest = w.finish(header())?;
+            Ok(manifest.len() as u64)
         },
     )?);
     drop(records);
@@ -334,5 +437,45 @@ pub fn run(src: &LoadedSource, opts: StageOptions, rt: &tokio::runtime::Runtime)
             Ok(())
         },
     )?);
+
+    // The commit of the pass: its manifest created in the store (write, fsync, link; refused if the key exists).
+    let store = mover_core::store::LocalStore::create(scratch.path().join("manifests"))?;
+    let mut pass = 0u32;
+    out.push(timed(
+        "manifest-put",
+        "LocalStore::put (create) of the finished manifest: the pass's commit (MB/s of manifest bytes)",
+        manifest.len() as u64,
+        1,
+        min,
+        || {
+            pass += 1;
+            let key = mover_core::layout::manifest_key("bench", pass);
+            let put = rt.block_on(store.put(&key, manifest.clone(), PutMode::Create))?;
+            anyhow::ensure!(put == mover_core::store::PutOutcome::Written, "manifest {key}: {put:?}");
+            Ok(())
+        },
+    )?);
     Ok(out)
+}
+
+/// Training samples as a destination's first migration with `--dictionaries` takes them from its source
+/// ([`dictionary::sample`]): the header blocks of the first messages, and their bodies of up to
+/// [`dictionary::SMALL_BODY_MAX`] bytes, until [`dictionary::MAX_SAMPLES`] header blocks or
+/// [`dictionary::SAMPLE_READ_BUDGET`] bytes of messages.
+fn dictionary_samples(src: &LoadedSource) -> (Vec<&[u8]>, Vec<&[u8]>) {
+    let (mut headers, mut bodies) = (Vec::new(), Vec::new());
+    let mut read = 0;
+    for p in src.pieces() {
+        if headers.len() >= dictionary::MAX_SAMPLES || read >= dictionary::SAMPLE_READ_BUDGET {
+            break;
+        }
+        read += p.len();
+        if let Some(end) = split::header_end(p) {
+            headers.push(&p[..end]);
+            if p.len() > end && p.len() - end <= dictionary::SMALL_BODY_MAX {
+                bodies.push(&p[end..]);
+            }
+        }
+    }
+    (headers, bodies)
 }
