@@ -217,6 +217,11 @@ pub enum Record {
         mode: u32,
         /// Modification time, ns since the Unix epoch.
         mtime: i64,
+        /// Status change time, ns since the Unix epoch, as the pass found it (absent in manifests of mover before
+        /// 0.1's ctime check). A delta pass reads the file again when it moved, even with size and mtime as they
+        /// were: a rewrite that restored the mtime, a `chmod`. Restore does not set it (nothing can).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ctime: Option<i64>,
         /// Parsed Maildir name, for Maildir messages.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         maildir: Option<MaildirInfo>,
@@ -590,13 +595,23 @@ pub enum Carried {
     File {
         /// Size in bytes.
         size: u64,
+        /// Permission bits.
+        mode: u32,
         /// Modification time, ns since the Unix epoch.
         mtime: i64,
+        /// Status change time, ns since the Unix epoch (`None` in manifests written before it was recorded).
+        ctime: Option<i64>,
     },
     /// A message record (not parsed).
     Msg,
     /// A file's last record.
     End,
+    /// A quarantine record (its path is [`CarriedReader::peek`]'s second value): a note on a file that was stored
+    /// anyway (`stored`), which follows that file's `end`, or a file that was not stored.
+    Note {
+        /// Whether the file it names was stored.
+        stored: bool,
+    },
     /// Any other record.
     Other,
 }
@@ -623,7 +638,8 @@ pub struct CarriedReader {
 }
 
 impl CarriedReader {
-    /// The record under the cursor and, for a file record, its path (empty otherwise); `None` at the end.
+    /// The record under the cursor and, for a file or quarantine record, its path (empty otherwise); `None` at the
+    /// end.
     pub fn peek(&mut self) -> Result<Option<(Carried, &[u8])>> {
         if self.current.is_none() {
             let Some(range) = self.records.next_line_range()? else { return Ok(None) };
@@ -631,7 +647,7 @@ impl CarriedReader {
             self.current = Some((kind, range));
         }
         let (kind, _) = self.current.as_ref().expect("read above");
-        let path = if matches!(kind, Carried::File { .. }) { &self.path[..] } else { &[][..] };
+        let path = if matches!(kind, Carried::File { .. } | Carried::Note { .. }) { &self.path[..] } else { &[][..] };
         Ok(Some((*kind, path)))
     }
 
@@ -647,30 +663,47 @@ impl CarriedReader {
 
     fn classify(&mut self, range: std::ops::Range<usize>) -> Result<Carried> {
         let line = &self.records.buf[range];
-        if let Some((path, size, mtime)) = file_fields(line) {
+        if let Some(f) = file_fields(line) {
             self.path.clear();
-            self.path.extend_from_slice(path);
-            return Ok(Carried::File { size, mtime });
+            self.path.extend_from_slice(f.path);
+            return Ok(Carried::File { size: f.size, mode: f.mode, mtime: f.mtime, ctime: f.ctime });
         }
         let cheap = match record_kind(line) {
             Some(b"file") => {
-                // Straight into the three fields needed (serde's internally tagged enums buffer every field first).
+                // Straight into the fields needed (serde's internally tagged enums buffer every field first).
                 #[derive(Deserialize)]
                 struct FileLite<'a> {
                     #[serde(borrow, deserialize_with = "borrowed_bytes")]
                     path: std::borrow::Cow<'a, [u8]>,
                     size: u64,
+                    mode: u32,
                     mtime: i64,
+                    #[serde(default)]
+                    ctime: Option<i64>,
                 }
                 serde_json::from_slice::<FileLite>(line).ok().map(|f| {
                     self.path.clear();
                     self.path.extend_from_slice(&f.path);
-                    Carried::File { size: f.size, mtime: f.mtime }
+                    Carried::File { size: f.size, mode: f.mode, mtime: f.mtime, ctime: f.ctime }
+                })
+            }
+            Some(b"quarantine") => {
+                // Few and short: parsed whole.
+                #[derive(Deserialize)]
+                struct NoteLite<'a> {
+                    #[serde(borrow, deserialize_with = "borrowed_bytes")]
+                    path: std::borrow::Cow<'a, [u8]>,
+                    stored: bool,
+                }
+                serde_json::from_slice::<NoteLite>(line).ok().map(|n| {
+                    self.path.clear();
+                    self.path.extend_from_slice(&n.path);
+                    Carried::Note { stored: n.stored }
                 })
             }
             Some(b"msg") => Some(Carried::Msg),
             Some(b"end") => Some(Carried::End),
-            Some(b"dir" | b"symlink" | b"data" | b"quarantine") => Some(Carried::Other),
+            Some(b"dir" | b"symlink" | b"data") => Some(Carried::Other),
             _ => None,
         };
         if let Some(c) = cheap {
@@ -678,23 +711,38 @@ impl CarriedReader {
         }
         // Not as mover writes it: a full parse says what it is, or why it is not a record.
         Ok(match self.records.parse(line)? {
-            Record::File { path, size, mtime, .. } => {
+            Record::File { path, size, mode, mtime, ctime, .. } => {
                 self.path = path.0;
-                Carried::File { size, mtime }
+                Carried::File { size, mode, mtime, ctime }
             }
             Record::Msg { .. } => Carried::Msg,
             Record::End { .. } => Carried::End,
+            Record::Quarantine { path, stored, .. } => {
+                self.path = path.0;
+                Carried::Note { stored }
+            }
             _ => Carried::Other,
         })
     }
 }
 
-/// Path, size and mtime of a file record written as mover writes it: `{"t":"file","path":"…","kind":"…","size":N,
-/// "mode":N,"mtime":N` then `,` or `}`, with a path of printable UTF-8 and no escapes. `None` for any other line,
-/// which serde then parses: this only spares a re-run the general parser for each unchanged file. What follows the
-/// mtime is not looked at: the lines come from a manifest whose body hash was checked, and mover writes no junk
-/// after these fields and no key twice (a hand-made manifest that does could be read differently than by serde).
-fn file_fields(line: &[u8]) -> Option<(&[u8], u64, i64)> {
+/// The fields of a file record a delta pass compares, read by [`file_fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileFields<'a> {
+    path: &'a [u8],
+    size: u64,
+    mode: u32,
+    mtime: i64,
+    ctime: Option<i64>,
+}
+
+/// Path, size, mode, mtime and ctime of a file record written as mover writes it: `{"t":"file","path":"…",
+/// "kind":"…","size":N,"mode":N,"mtime":N` and optionally `,"ctime":N`, then `,` or `}`, with a path of printable
+/// UTF-8 and no escapes. `None` for any other line, which serde then parses: this only spares a re-run the general
+/// parser for each unchanged file. What follows is not looked at: the lines come from a manifest whose body hash was
+/// checked, and mover writes no junk after these fields and no key twice (a hand-made manifest that does could be
+/// read differently than by serde).
+fn file_fields(line: &[u8]) -> Option<FileFields<'_>> {
     fn digits(s: &[u8]) -> Option<(u64, &[u8])> {
         let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
         if n == 0 || (n > 1 && s[0] == b'0') {
@@ -702,6 +750,15 @@ fn file_fields(line: &[u8]) -> Option<(&[u8], u64, i64)> {
         }
         let v = s[..n].iter().try_fold(0u64, |v, &c| v.checked_mul(10)?.checked_add(u64::from(c - b'0')))?;
         Some((v, &s[n..]))
+    }
+    fn signed(s: &[u8]) -> Option<(i64, &[u8])> {
+        let (negative, s) = match s.strip_prefix(b"-") {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let (magnitude, rest) = digits(s)?;
+        let v = if negative { 0i64.checked_sub_unsigned(magnitude)? } else { i64::try_from(magnitude).ok()? };
+        Some((v, rest))
     }
     let rest = line.strip_prefix(b"{\"t\":\"file\",\"path\":\"")?;
     let end = memchr::memchr2(b'"', b'\\', rest)?;
@@ -712,15 +769,14 @@ fn file_fields(line: &[u8]) -> Option<(&[u8], u64, i64)> {
     let rest = rest[end + 1..].strip_prefix(b",\"kind\":\"")?;
     let rest = &rest[memchr::memchr(b'"', rest)? + 1..];
     let (size, rest) = digits(rest.strip_prefix(b",\"size\":")?)?;
-    let (_mode, rest) = digits(rest.strip_prefix(b",\"mode\":")?)?;
-    let rest = rest.strip_prefix(b",\"mtime\":")?;
-    let (negative, rest) = match rest.strip_prefix(b"-") {
-        Some(r) => (true, r),
-        None => (false, rest),
+    let (mode, rest) = digits(rest.strip_prefix(b",\"mode\":")?)?;
+    let mode = u32::try_from(mode).ok()?;
+    let (mtime, rest) = signed(rest.strip_prefix(b",\"mtime\":")?)?;
+    let (ctime, rest) = match rest.strip_prefix(b",\"ctime\":") {
+        Some(r) => signed(r).map(|(c, rest)| (Some(c), rest))?,
+        None => (None, rest),
     };
-    let (magnitude, rest) = digits(rest)?;
-    let mtime = if negative { 0i64.checked_sub_unsigned(magnitude)? } else { i64::try_from(magnitude).ok()? };
-    matches!(rest.first(), Some(b',' | b'}')).then_some((path, size, mtime))
+    matches!(rest.first(), Some(b',' | b'}')).then_some(FileFields { path, size, mode, mtime, ctime })
 }
 
 fn borrowed_bytes<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<std::borrow::Cow<'de, [u8]>, D::Error> {
@@ -826,21 +882,28 @@ mod tests {
             [b"cur/1.host:2,S", b"", b"a \"quoted\" name", b"back\\slash", "é/ü".as_bytes(), b"bad\xff"];
         for path in paths {
             for (size, mtime) in [(0, 0), (1, -1), (u64::MAX, i64::MIN), (10, i64::MAX), (123, -1_000_000_007)] {
-                for maildir in [None, Some(crate::source::maildir::parse_name(b"1.host:2,S", "cur"))] {
-                    let rec = Record::File {
-                        path: ByteStr(path.to_vec()),
-                        kind: FileKind::Maildir,
-                        size,
-                        mode: 0o600,
-                        mtime,
-                        maildir: maildir.clone(),
-                    };
-                    let line = serde_json::to_vec(&rec).unwrap();
-                    let fast = file_fields(&line);
-                    let plain = !path.iter().any(|c| matches!(c, b'"' | b'\\')) && std::str::from_utf8(path).is_ok();
-                    assert_eq!(fast.is_some(), plain, "{}", String::from_utf8_lossy(&line));
-                    if let Some(f) = fast {
-                        assert_eq!(f, (path, size, mtime));
+                for ctime in [None, Some(0), Some(-1), Some(i64::MAX), Some(i64::MIN), Some(1_700_000_000_123_456_789)]
+                {
+                    for maildir in [None, Some(crate::source::maildir::parse_name(b"1.host:2,S", "cur"))] {
+                        for mode in [0o600, 0, u32::MAX] {
+                            let rec = Record::File {
+                                path: ByteStr(path.to_vec()),
+                                kind: FileKind::Maildir,
+                                size,
+                                mode,
+                                mtime,
+                                ctime,
+                                maildir: maildir.clone(),
+                            };
+                            let line = serde_json::to_vec(&rec).unwrap();
+                            let fast = file_fields(&line);
+                            let plain =
+                                !path.iter().any(|c| matches!(c, b'"' | b'\\')) && std::str::from_utf8(path).is_ok();
+                            assert_eq!(fast.is_some(), plain, "{}", String::from_utf8_lossy(&line));
+                            if let Some(f) = fast {
+                                assert_eq!(f, FileFields { path, size, mode, mtime, ctime });
+                            }
+                        }
                     }
                 }
             }
@@ -853,6 +916,10 @@ mod tests {
             br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":1,"mtime":"#,
             br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":1,"mtime":1}"#,
             br#"{"t":"file","kind":"maildir","path":"a","size":1,"mode":1,"mtime":1}"#,
+            br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":4294967296,"mtime":1}"#,
+            br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":1,"mtime":1,"ctime":}"#,
+            br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":1,"mtime":1,"ctime":01}"#,
+            br#"{"t":"file","path":"a","kind":"maildir","size":1,"mode":1,"mtime":1,"ctime":1"#,
         ] {
             assert_eq!(file_fields(line), None, "{}", String::from_utf8_lossy(line));
         }
@@ -902,6 +969,7 @@ mod tests {
             size in proptest::prop_oneof![0u64..20, proptest::prelude::any::<u64>()],
             mode in proptest::prelude::any::<u32>(),
             mtime in proptest::prop_oneof![-20i64..20, proptest::prelude::any::<i64>()],
+            ctime in proptest::option::of(proptest::prop_oneof![-20i64..20, proptest::prelude::any::<i64>()]),
             maildir in proptest::prelude::any::<bool>(),
         ) {
             let rec = Record::File {
@@ -910,11 +978,12 @@ mod tests {
                 size,
                 mode,
                 mtime,
+                ctime,
                 maildir: maildir.then(|| crate::source::maildir::parse_name(&path, "cur")),
             };
             let line = serde_json::to_vec(&rec).unwrap();
             if let Some(f) = file_fields(&line) {
-                proptest::prop_assert_eq!(f, (&path[..], size, mtime));
+                proptest::prop_assert_eq!(f, FileFields { path: &path[..], size, mode, mtime, ctime });
             }
             // Printable UTF-8 without quotes or backslashes is read the fast way.
             let plain = std::str::from_utf8(&path).is_ok() && !path.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
@@ -936,6 +1005,7 @@ mod tests {
                     size: 1,
                     mode: 0,
                     mtime: 0,
+                    ctime: Some(1),
                     maildir: None,
                 },
                 b"file",
@@ -995,6 +1065,7 @@ mod tests {
                 size: 20,
                 mode: 0o600,
                 mtime: -3,
+                ctime: Some(7),
                 maildir: Some(MaildirInfo { sub: "cur".into(), flags: "S".into(), ..Default::default() }),
             },
             Record::Msg {
@@ -1007,6 +1078,18 @@ mod tests {
                 flags: None,
             },
             Record::End { blake3: None },
+            Record::Quarantine {
+                path: ByteStr(b"a/cur/x\xff:2,S".to_vec()),
+                offset: Some(0),
+                reason: "a note".into(),
+                stored: true,
+            },
+            Record::Quarantine {
+                path: ByteStr(b"a/new/y".to_vec()),
+                offset: None,
+                reason: "unreadable".into(),
+                stored: false,
+            },
         ];
         let mut w = ManifestWriter::new().unwrap();
         for rec in &recs {
@@ -1014,7 +1097,7 @@ mod tests {
         }
         let obj = w.finish(test_header()).unwrap();
         let m = Manifest::parse(obj.clone(), "k").unwrap();
-        assert_eq!(m.header.records, 4);
+        assert_eq!(m.header.records, 6);
         let back: Vec<Record> = m.records().unwrap().map(|r| r.unwrap().0).collect();
         assert_eq!(back, recs);
         // Carrying over reads the same lines and tells the records apart as a full parse does.
@@ -1028,9 +1111,16 @@ mod tests {
         }
         assert_eq!(carried.iter().map(|c| c.2.clone()).collect::<Vec<_>>(), full);
         let kinds: Vec<(Carried, Vec<u8>)> = carried.into_iter().map(|c| (c.0, c.1)).collect();
-        let file = (Carried::File { size: 20, mtime: -3 }, b"a/cur/x\xff:2,S".to_vec());
+        let file = (Carried::File { size: 20, mode: 0o600, mtime: -3, ctime: Some(7) }, b"a/cur/x\xff:2,S".to_vec());
         let other = |c| (c, Vec::new());
-        assert_eq!(kinds, vec![other(Carried::Other), file, other(Carried::Msg), other(Carried::End)]);
+        let notes = [
+            (Carried::Note { stored: true }, b"a/cur/x\xff:2,S".to_vec()),
+            (Carried::Note { stored: false }, b"a/new/y".to_vec()),
+        ];
+        assert_eq!(
+            kinds,
+            [vec![other(Carried::Other), file, other(Carried::Msg), other(Carried::End)], notes.to_vec()].concat()
+        );
         let mut broken = obj.to_vec();
         let n = broken.len();
         broken[n - 3] ^= 0xff;

@@ -241,6 +241,7 @@ async fn restore_stays_inside_its_target() {
             size: 0,
             mode: 0o644,
             mtime: 0,
+            ctime: None,
             maildir: None,
         })
         .unwrap();

@@ -203,6 +203,13 @@ pub fn assert_same_tree_entry(a: &Path, b: &Path) {
     assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {}", b.display());
 }
 
+/// Wait until files written so far are no longer "racily clean": a delta pass reads again every file changed
+/// (by its ctime) within a second before the previous pass started, whatever its stamps say, so a test that
+/// expects a file to be carried over unread must let its changes age first.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
 /// Write a file with a given modification time (seconds since the epoch) so mtimes are checked non-trivially.
 pub fn write_file(path: &Path, data: &[u8], mtime_secs: u64) {
     if let Some(p) = path.parent() {

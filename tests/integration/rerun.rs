@@ -1,6 +1,8 @@
 //! Re-runs: nothing new is stored for an unchanged source; additions and changes are picked up; the latest pass
 //! restores the source as it is now, and earlier passes stay restorable.
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::common::*;
 
 #[test]
@@ -10,6 +12,7 @@ fn rerun_stores_nothing_then_picks_up_changes() {
     crate::roundtrip::maildir_fixture(&src);
     let mbox = src.join("Old Mail.mbox");
     write_file(&mbox, b"From a@b Mon Apr 18 14:23:23 2022\nSubject: 1\n\nx\n", 1_600_000_000);
+    settle();
     let dest = work.path().join("dest");
     let first = migrate_json(&src, &dest, "carol", EXIT_OK);
     assert_eq!(first["pass"], 1);
@@ -73,6 +76,7 @@ fn a_large_mailbox_changed_at_its_end_keeps_every_record() {
     let small = src.join("z-inbox.mbox");
     let small_before = b"From a@b Mon Apr 18 14:23:23 2022\nSubject: last\n\nx\n";
     write_file(&small, small_before, 1_600_000_000);
+    settle();
     let dest = work.path().join("dest");
     let first = migrate_json(&src, &dest, "dave", EXIT_OK);
     assert_eq!(first["messages"], 20_001);
@@ -122,6 +126,7 @@ fn files_with_names_that_need_escaping_are_carried_over_and_changes_to_them_seen
         write_file(&bytes_path(&src, name), &m, 1_600_000_000 + i as u64);
     }
     std::fs::create_dir_all(src.join("new")).unwrap();
+    settle();
     let dest = work.path().join("dest");
     let first = migrate_json(&src, &dest, "quinn", EXIT_OK);
     assert_eq!(first["messages"], 5, "{first:#}");
@@ -135,11 +140,131 @@ fn files_with_names_that_need_escaping_are_carried_over_and_changes_to_them_seen
         let mut m = std::fs::read(&path).unwrap();
         m.extend_from_slice(b"changed\n");
         write_file(&path, &m, 1_700_000_000);
+        settle(); // so that the next round carries this file over again
         let s = migrate_json(&src, &dest, "quinn", EXIT_OK);
         assert_eq!(s["stats"]["unchanged_files"], 4, "{}: {s:#}", String::from_utf8_lossy(name));
         assert_eq!(s["nothing_new"], false, "{s:#}");
     }
     let to = work.path().join("restored");
     restore(&dest, "quinn", None, &to);
+    assert_same_tree(&src, &to);
+}
+
+/// What a delta pass compares besides size and mtime. A `chmod` alone, and a rewrite of the same size whose mtime
+/// was put back (an MUA rewriting a Status: line in place, `touch -r`, `cp -p` of another copy), leave both as they
+/// were; the file's ctime moves, and the next pass reads the file again and records its new mode or bytes. Restore
+/// of the latest pass gives the source as it is now.
+#[test]
+fn a_chmod_or_a_rewrite_that_kept_size_and_mtime_is_seen_by_the_next_pass() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("erin");
+    let maildir_msg = src.join("cur/1600000000.M1.host:2,S");
+    write_file(&maildir_msg, &message(&[("Subject", "perm")], b"body\n", "\n"), 1_600_000_000);
+    chmod(&maildir_msg, 0o600);
+    let mbox = src.join("Inbox.mbox");
+    let before = b"From a@b Mon Apr 18 14:23:23 2022\nSubject: 1\nStatus: O\n\nx\n";
+    write_file(&mbox, before, 1_600_000_000);
+    std::fs::create_dir_all(src.join("new")).unwrap();
+    std::fs::create_dir_all(src.join("tmp")).unwrap();
+    settle();
+    let dest = work.path().join("dest");
+    let first = migrate_json(&src, &dest, "erin", EXIT_OK);
+    assert_eq!(first["pass"], 1);
+
+    // Permission bits only: same size, same mtime.
+    chmod(&maildir_msg, 0o640);
+    let second = migrate_json(&src, &dest, "erin", EXIT_OK);
+    assert_eq!(second["pass"], 2, "a chmod is a change: {second:#}");
+    assert_eq!(second["stats"]["unchanged_files"], 1, "the mbox is carried, the message read again: {second:#}");
+    assert!(second["new_stored_bytes"].as_u64().unwrap() > 0, "a new manifest: {second:#}");
+
+    // The mbox rewritten in place with a flag of the same length, its mtime put back.
+    let after = b"From a@b Mon Apr 18 14:23:23 2022\nSubject: 1\nStatus: R\n\nx\n";
+    assert_eq!(before.len(), after.len());
+    write_file(&mbox, after, 1_600_000_000);
+    let third = migrate_json(&src, &dest, "erin", EXIT_OK);
+    assert_eq!(third["pass"], 3, "a rewrite that kept size and mtime is a change: {third:#}");
+
+    let to = work.path().join("restored");
+    restore(&dest, "erin", None, &to);
+    assert_same_tree(&src, &to);
+    assert_eq!(std::fs::read(to.join("Inbox.mbox")).unwrap(), after);
+    let to2 = work.path().join("restored-pass2");
+    restore(&dest, "erin", Some(2), &to2);
+    assert_eq!(std::fs::read(to2.join("Inbox.mbox")).unwrap(), before);
+    assert_eq!(std::fs::metadata(to2.join("cur/1600000000.M1.host:2,S")).unwrap().mode() & 0o7777, 0o640);
+}
+
+/// A file changed at about the time a pass started may have been changed again within the same tick of the clock
+/// that stamps files, right after the pass read it, leaving its stamps as the pass saw them. Later passes read such
+/// a file again rather than trusting its stamps (and find nothing new when it did not change), until a pass that
+/// started well after the change is committed; from then on it is carried over unread.
+#[test]
+fn a_file_changed_as_the_last_committed_pass_started_is_read_again() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("frank");
+    crate::roundtrip::maildir_fixture(&src);
+    settle();
+    let dest = work.path().join("dest");
+    let first = migrate_json(&src, &dest, "frank", EXIT_OK);
+    let files = first["files"].as_u64().unwrap();
+    // Delivered just before the second pass starts.
+    let late = message(&[("Subject", "late")], b"late\n", "\n");
+    write_file(&src.join("new/1800000000.late.host"), &late, 1_800_000_000);
+    let second = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!(second["pass"], 2, "{second:#}");
+    assert_eq!(second["stats"]["unchanged_files"], files, "the settled files are carried: {second:#}");
+    // Nothing changed since, but the new file was stamped within the margin before pass 2 started: read again.
+    let third = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!((third["pass"].as_u64(), third["nothing_new"].as_bool()), (Some(2), Some(true)), "{third:#}");
+    assert_eq!(third["stats"]["unchanged_files"], files, "{third:#}");
+    assert_eq!(third["stats"]["read_bytes"], late.len(), "{third:#}");
+    // A later change commits pass 3, which started well after the late file's stamps: it is carried from then on.
+    settle();
+    std::fs::rename(src.join("cur/1639054935.U6009.host:2,S"), src.join("cur/1639054935.U6009.host:2,RS")).unwrap();
+    let fourth = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!(fourth["pass"], 3, "{fourth:#}");
+    let fifth = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!(fifth["nothing_new"], true, "{fifth:#}");
+    // The renamed message was stamped (its ctime) just before pass 3: it alone is read again.
+    assert_eq!(fifth["stats"]["unchanged_files"], files, "{fifth:#}");
+    settle();
+    std::fs::rename(src.join("new/1800000000.late.host"), src.join("cur/1800000000.late.host:2,")).unwrap();
+    settle();
+    let sixth = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!(sixth["pass"], 4, "{sixth:#}");
+    let seventh = migrate_json(&src, &dest, "frank", EXIT_OK);
+    assert_eq!(seventh["stats"]["unchanged_files"], files + 1, "every file is carried: {seventh:#}");
+    assert_eq!(seventh["stats"]["read_bytes"], 0, "{seventh:#}");
+    let to = work.path().join("restored");
+    restore(&dest, "frank", None, &to);
+    assert_same_tree(&src, &to);
+}
+
+/// An mbox with bytes before its first From_ line is stored with a note (quarantined, stored anyway). The note
+/// follows the file's records in the manifest and is carried over with them: an unchanged re-run finds nothing
+/// new, makes no new pass, and reports the note again.
+#[test]
+fn a_note_on_a_stored_file_is_carried_with_it() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("gina");
+    write_file(
+        &src.join("box.mbox"),
+        b"stray line\n\nFrom a@b Mon Apr 18 14:23:23 2022\nSubject: 1\n\nx\n",
+        1_600_000_000,
+    );
+    write_file(&src.join("zz.mbox"), b"From a@b Mon Apr 18 14:23:23 2022\nSubject: 2\n\ny\n", 1_600_000_000);
+    settle();
+    let dest = work.path().join("dest");
+    let first = migrate_json(&src, &dest, "gina", EXIT_QUARANTINED);
+    assert_eq!(first["quarantined"], 1, "{first:#}");
+    let again = migrate_json(&src, &dest, "gina", EXIT_QUARANTINED);
+    assert_eq!(again["pass"], 1, "no new pass for an unchanged mailbox: {again:#}");
+    assert_eq!(again["nothing_new"], true, "{again:#}");
+    assert_eq!(again["stats"]["unchanged_files"], 2, "{again:#}");
+    assert_eq!(again["quarantined"], 1, "the note is reported again: {again:#}");
+    assert_eq!(again["quarantine"], first["quarantine"], "{again:#}");
+    let to = work.path().join("restored");
+    restore(&dest, "gina", None, &to);
     assert_same_tree(&src, &to);
 }

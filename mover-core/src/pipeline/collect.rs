@@ -337,6 +337,12 @@ impl Collector<'_> {
                 self.stats.unchanged_files += carry.files;
                 self.stats.messages += carry.messages;
                 self.stats.source_bytes += carry.size;
+                for note in carry.notes {
+                    // Stored in the previous pass with this note, and carried with it: reported again.
+                    tracing::warn!(path = %note.path, offset = ?note.offset, "quarantined (unchanged since the previous pass): {}", note.reason);
+                    self.stats.quarantined += 1;
+                    self.quarantine.push(note);
+                }
                 if let Some(p) = &self.opts.progress {
                     p.files.fetch_add(carry.files, Ordering::Relaxed);
                     p.messages.fetch_add(carry.messages, Ordering::Relaxed);

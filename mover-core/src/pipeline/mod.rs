@@ -626,7 +626,7 @@ fn run_pass(
 ) -> Result<PassResult> {
     let pool = worker_pool(opts.threads)?;
     let prev_cursor = match &prev {
-        Some(m) => Some(PrevCursor { records: m.records()?.carried() }),
+        Some(m) => Some(PrevCursor::new(m)?),
         None => None,
     };
     let is_dir = source.is_dir();

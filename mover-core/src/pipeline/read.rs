@@ -4,14 +4,23 @@ use bytes::Bytes;
 
 use super::*;
 use crate::manifest::{Carried, CarriedReader};
-use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Source, maildir, mbox};
+use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Source, Stat, maildir, mbox};
 
 /// The previous pass's manifest, read in step with the walk.
 pub(super) struct PrevCursor {
     pub(super) records: CarriedReader,
+    /// Files whose ctime (mtime, in manifests without ctimes) is at or after this are read again even when they look
+    /// unchanged: the previous pass started at about this time, so it may have read them just before a change that
+    /// left the time stamps as they were ([`PrevCursor::new`]).
+    pub(super) racy_from_ns: i64,
 }
 
-/// What was carried over of one or more unchanged files: their records' lines, as the previous pass wrote them.
+/// How long before a pass's start a change of a file may have been stamped: file times come from the kernel's coarse
+/// clock, which lags the time the pass read at its start by up to a clock tick (1–10 ms); a second also covers small
+/// steps of the clock.
+const RACY_MARGIN_NS: i64 = 1_000_000_000;
+
+/// Consecutive files carried over from the previous manifest.
 #[derive(Default)]
 pub(super) struct Carry {
     pub(super) lines: Vec<u8>,
@@ -21,17 +30,32 @@ pub(super) struct Carry {
     pub(super) messages: u64,
     /// Source bytes.
     pub(super) size: u64,
+    /// The notes on these files the previous pass recorded (stored anyway, with a quarantine record after the file's
+    /// `end`), carried with them and reported again.
+    pub(super) notes: Vec<QuarantineItem>,
 }
 
 impl PrevCursor {
-    /// Carry the file at `rel` over into `into` if the previous pass recorded it with `size` and `mtime` (then its
-    /// content, and so its kind, are taken to be unchanged, as rsync and every backup tool do); false, and `into`
-    /// unchanged, if not.
-    pub(super) fn take_file(&mut self, rel: &[u8], size: u64, mtime: i64, into: &mut Carry) -> Result<bool> {
+    /// A cursor over the records of `prev`, the previous pass.
+    pub(super) fn new(prev: &Manifest) -> Result<PrevCursor> {
+        let started_ns =
+            i64::try_from(prev.header.started_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+        Ok(PrevCursor { records: prev.records()?.carried(), racy_from_ns: started_ns.saturating_sub(RACY_MARGIN_NS) })
+    }
+
+    /// Carry the file at `rel` over into `into` if the previous pass recorded it as the walk found it now: same size,
+    /// permission bits, mtime and (where recorded) ctime. Its content, and so its kind, are then taken to be
+    /// unchanged, as rsync and every backup tool do. A ctime that moved catches what the others miss: a rewrite that
+    /// restored the mtime, a `chmod`. A file changed at about the time the previous pass started is read again
+    /// whatever its stamps say (git's "racily clean" files): a change in the same clock tick as that pass's read of
+    /// it would leave them as they were. False, and `into` unchanged, if not carried.
+    pub(super) fn take_file(&mut self, rel: &[u8], stat: &Stat, into: &mut Carry) -> Result<bool> {
         loop {
             let (recorded, order) = match self.records.peek()? {
                 None => return Ok(false),
-                Some((Carried::File { size, mtime }, path)) => ((size, mtime), source::walk_cmp(path, rel)),
+                Some((Carried::File { size, mode, mtime, ctime }, path)) => {
+                    ((size, mode, mtime, ctime), source::walk_cmp(path, rel))
+                }
                 Some(_) => {
                     self.records.advance();
                     continue;
@@ -39,13 +63,17 @@ impl PrevCursor {
             };
             match order {
                 std::cmp::Ordering::Greater => return Ok(false),
-                std::cmp::Ordering::Less => self.skip_block(None)?,
+                std::cmp::Ordering::Less => self.skip_block(None, rel)?,
                 std::cmp::Ordering::Equal => {
-                    if recorded != (size, mtime) {
-                        self.skip_block(None)?;
+                    let (size, mode, mtime, ctime) = recorded;
+                    let same = (size, mode, mtime) == (stat.size, stat.mode, stat.mtime_ns)
+                        && ctime.is_none_or(|c| c == stat.ctime_ns)
+                        && ctime.unwrap_or(mtime) < self.racy_from_ns;
+                    if !same {
+                        self.skip_block(None, rel)?;
                         return Ok(false);
                     }
-                    self.skip_block(Some(into))?;
+                    self.skip_block(Some(into), rel)?;
                     into.files += 1;
                     into.size += size;
                     return Ok(true);
@@ -54,8 +82,9 @@ impl PrevCursor {
         }
     }
 
-    /// Consume one file's records (File … End), collecting them into `into`.
-    pub(super) fn skip_block(&mut self, mut into: Option<&mut Carry>) -> Result<()> {
+    /// Consume one file's records (File … End), collecting them into `into`, and with them the notes on the file
+    /// at `path` that follow its `end`.
+    pub(super) fn skip_block(&mut self, mut into: Option<&mut Carry>, path: &[u8]) -> Result<()> {
         while let Some((rec, _)) = self.records.peek()? {
             if let Some(c) = into.as_deref_mut() {
                 c.lines.extend_from_slice(self.records.line());
@@ -66,6 +95,26 @@ impl PrevCursor {
             }
             self.records.advance();
             if rec == Carried::End {
+                let Some(c) = into else { return Ok(()) };
+                while let Some((Carried::Note { stored: true }, p)) = self.records.peek()?
+                    && p == path
+                {
+                    let line = self.records.line();
+                    let Record::Quarantine { path, offset, reason, stored } = serde_json::from_slice(line)
+                        .map_err(|e| Error::corrupt(format!("previous manifest: a quarantine record: {e}")))?
+                    else {
+                        return Err(Error::corrupt("previous manifest: a note that is not a quarantine record"));
+                    };
+                    c.lines.extend_from_slice(line);
+                    c.count += 1;
+                    c.notes.push(QuarantineItem {
+                        path: String::from_utf8_lossy(&path.0).into_owned(),
+                        offset,
+                        reason,
+                        stored,
+                    });
+                    self.records.advance();
+                }
                 return Ok(());
             }
         }
@@ -142,6 +191,7 @@ impl Reader<'_> {
             size: stat.size,
             mode: stat.mode,
             mtime: stat.mtime_ns,
+            ctime: Some(stat.ctime_ns),
             maildir: maildir_sub.map(|sub| maildir::parse_name(rel_name, sub)),
         };
         emit(Event::FileStart { entry: entry.clone(), record })?;
@@ -436,7 +486,7 @@ pub(super) fn reader_thread(
             EntryKind::File { maildir } => {
                 let _ = maildir;
                 if let Some(prev) = prev.as_mut()
-                    && out.carry(|carry| prev.take_file(&entry.rel, entry.stat.size, entry.stat.mtime_ns, carry))?
+                    && out.carry(|carry| prev.take_file(&entry.rel, &entry.stat, carry))?
                 {
                     continue;
                 }
@@ -455,6 +505,108 @@ pub(super) fn reader_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A previous pass that started at `started_ms` and recorded `recs`, as a cursor.
+    fn prev(started_ms: u64, recs: &[Record]) -> PrevCursor {
+        let mut w = crate::manifest::ManifestWriter::new().unwrap();
+        for r in recs {
+            w.write(r).unwrap();
+        }
+        let header = ManifestHeader {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            mailbox: "m".into(),
+            pass: 1,
+            source: "/x".into(),
+            source_is_dir: true,
+            started_ms,
+            finished_ms: started_ms,
+            tool: "t".into(),
+            records: 0,
+            body_blake3: ContentId::of(b""),
+            records_blake3: None,
+            stats: PassStats::default(),
+        };
+        PrevCursor::new(&Manifest::parse(w.finish(header).unwrap(), "k").unwrap()).unwrap()
+    }
+
+    fn file(path: &str, mode: u32, mtime: i64, ctime: Option<i64>) -> Record {
+        Record::File { path: ByteStr(path.into()), kind: FileKind::Mbox, size: 10, mode, mtime, ctime, maildir: None }
+    }
+
+    /// A file is carried when size, mode, mtime and (where the previous pass recorded it) ctime are as recorded, and
+    /// its last change is older than the margin before the previous pass's start (by its ctime, or by its mtime where
+    /// no ctime was recorded); any one of them off, and it is read again.
+    #[test]
+    fn a_file_is_carried_only_when_every_stamp_is_as_recorded_and_older_than_the_previous_pass() {
+        const S: i64 = 1_000_000_000;
+        let started_ms = 100_000; // 100 s
+        let stat = |mode: u32, mtime: i64, ctime: i64| Stat {
+            size: 10,
+            mtime_ns: mtime,
+            ctime_ns: ctime,
+            mode,
+            ino: 1,
+            dev: 1,
+        };
+        let end = Record::End { blake3: None };
+        let carried = |rec: Record, now: Stat| {
+            let mut c = Carry::default();
+            let took = prev(started_ms, &[rec, end.clone()]).take_file(b"a", &now, &mut c).unwrap();
+            assert_eq!(took, c.files == 1);
+            took
+        };
+        // Recorded with a ctime.
+        assert!(carried(file("a", 0o600, 5 * S, Some(50 * S)), stat(0o600, 5 * S, 50 * S)));
+        assert!(!carried(file("a", 0o600, 5 * S, Some(50 * S)), stat(0o640, 5 * S, 50 * S)), "mode");
+        assert!(!carried(file("a", 0o600, 5 * S, Some(50 * S)), stat(0o600, 6 * S, 50 * S)), "mtime");
+        assert!(!carried(file("a", 0o600, 5 * S, Some(50 * S)), stat(0o600, 5 * S, 51 * S)), "ctime");
+        let mut bigger = stat(0o600, 5 * S, 50 * S);
+        bigger.size += 1;
+        assert!(!carried(file("a", 0o600, 5 * S, Some(50 * S)), bigger), "size");
+        // Changed within the margin before the previous pass started, or after: read again.
+        assert!(carried(file("a", 0o600, 5 * S, Some(99 * S - 1)), stat(0o600, 5 * S, 99 * S - 1)));
+        assert!(!carried(file("a", 0o600, 5 * S, Some(99 * S)), stat(0o600, 5 * S, 99 * S)), "racy");
+        assert!(!carried(file("a", 0o600, 5 * S, Some(101 * S)), stat(0o600, 5 * S, 101 * S)), "racy");
+        // Recorded without a ctime (older manifests): the mtime decides, and the mode still counts.
+        assert!(carried(file("a", 0o600, 5 * S, None), stat(0o600, 5 * S, 200 * S)));
+        assert!(!carried(file("a", 0o600, 5 * S, None), stat(0o644, 5 * S, 200 * S)), "mode");
+        assert!(!carried(file("a", 0o600, 99 * S + 5, None), stat(0o600, 99 * S + 5, 200 * S)), "racy by mtime");
+    }
+
+    /// The notes on a stored file (quarantine records after its `end`, naming it) are carried with it and reported;
+    /// a note on another file that follows is left for that file.
+    #[test]
+    fn notes_on_a_carried_file_go_with_it() {
+        let note = |path: &str, stored| Record::Quarantine {
+            path: ByteStr(path.into()),
+            offset: Some(0),
+            reason: format!("note on {path}"),
+            stored,
+        };
+        let recs = [
+            file("a", 0o600, 1, Some(1)),
+            Record::End { blake3: None },
+            note("a", true),
+            note("b", false),
+            file("c", 0o600, 1, Some(1)),
+            Record::End { blake3: None },
+            note("c", true),
+            note("c", true),
+        ];
+        let stat = Stat { size: 10, mtime_ns: 1, ctime_ns: 1, mode: 0o600, ino: 1, dev: 1 };
+        let mut cursor = prev(100_000, &recs);
+        let mut c = Carry::default();
+        assert!(cursor.take_file(b"a", &stat, &mut c).unwrap());
+        assert_eq!((c.count, c.notes.len()), (3, 1));
+        assert_eq!(c.notes[0].reason, "note on a");
+        assert!(cursor.take_file(b"c", &stat, &mut c).unwrap());
+        assert_eq!((c.files, c.count, c.notes.len()), (2, 7, 3), "b's note is not carried");
+        assert_eq!(c.notes.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(), ["a", "c", "c"]);
+        let lines: Vec<Record> =
+            c.lines.split_inclusive(|&b| b == b'\n').map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines, [&recs[..3], &recs[4..]].concat());
+    }
 
     /// A batch holding a message of a quarter of the budget or more is marked large; one of smaller messages, or of
     /// unchanged files' records however many, is not.
