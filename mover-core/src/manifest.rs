@@ -440,6 +440,12 @@ impl ManifestWriter {
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        // Records are spooled once DEFER_MAX of them wait: grown by doubling, the buffer would end twice that size
+        // (8 MiB held by the manifest of a large mailbox, for 4 MiB of records).
+        let need = self.pending.len() + bytes.len();
+        if need > self.pending.capacity() && need > DEFER_MAX / 2 {
+            self.pending.reserve_exact(need.max(DEFER_MAX) - self.pending.len());
+        }
         self.pending.extend_from_slice(bytes);
         if self.pending.len() - self.hashed >= HASH_BLOCK {
             self.hasher.update(&self.pending[self.hashed..]);
