@@ -14,6 +14,11 @@ pub struct PassStats {
     pub source_bytes: u64,
     /// Files unchanged since the previous pass, carried over without being read.
     pub unchanged_files: u64,
+    /// Files read again although their stamps were as the previous pass recorded them, because they changed at
+    /// about the time that pass started (a second change in the same tick of the clock would not show). A pass that
+    /// read any is committed even when it found nothing different, so that later passes can trust their stamps.
+    #[serde(default)]
+    pub racy_files: u64,
     /// Bytes read from the source in this pass.
     pub read_bytes: u64,
     /// Raw bytes of header blocks read.

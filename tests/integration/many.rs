@@ -37,6 +37,7 @@ fn a_wave_is_migrated_in_one_process_past_a_failure_and_restores_byte_for_byte()
     moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "5", "--mailboxes", "3", "--messages", "80"], EXIT_OK);
     let odd = work.path().join("odd");
     crate::roundtrip::maildir_fixture(&odd);
+    settle(); // so that the second wave carries every file over unread
     let boxes = src.join("maildir");
     let missing = work.path().join("no-such-mailbox");
     let list = work.path().join("wave.tsv");
@@ -169,6 +170,7 @@ fn a_signal_stops_the_wave_after_the_mailbox_in_progress_and_the_same_command_go
     let src = work.path().join("corpus");
     // Mailboxes large enough that the other five take a while after the first has been reported.
     moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "9", "--mailboxes", "6", "--messages", "500"], EXIT_OK);
+    settle();
     let boxes = src.join("maildir");
     let dest = work.path().join("dest");
     let args = [OsStr::new("migrate-many"), dest.as_os_str(), "--each".as_ref(), boxes.as_os_str(), "--json".as_ref()];
@@ -221,6 +223,7 @@ fn a_mailbox_id_that_another_source_already_took_is_refused_not_merged() {
             write_file(&domain.join(user).join("cur/1.host:2,S"), &m, 1_600_000_000);
         }
     }
+    settle();
     let dest = work.path().join("dest");
     let each = |domain: &Path| [OsStr::new("--each").to_os_string(), domain.join("*").into_os_string()];
     let (lines, _) = migrate_many(&dest, &each(&org).iter().map(|a| a.as_os_str()).collect::<Vec<_>>(), EXIT_OK);
@@ -269,6 +272,7 @@ fn a_list_on_stdin_and_a_reader_that_goes_away() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("corpus");
     moverd_ok(["gen-corpus", src.to_str().unwrap(), "--seed", "4", "--mailboxes", "4", "--messages", "300"], EXIT_OK);
+    settle();
     let boxes = src.join("maildir");
     let dest = work.path().join("dest");
     let list: String = (0..4).map(|i| format!("m{i}\t{}\n", boxes.join(format!("user00{i}")).display())).collect();

@@ -28,9 +28,13 @@ fn write_mbox(path: &Path, mib: usize) {
 }
 
 /// Peak RSS in MiB of `moverd migrate SRC DEST --no-mmap`, and its exit status.
-#[allow(unsafe_code)]
+///
+/// Read from the child's own `VmHWM` while it runs (the last value before it exits), not from `wait4`'s
+/// `ru_maxrss`: a child spawned with `vfork` (as `Command` does) carries the high-water mark of the parent's memory
+/// into its own through `exec`, and the parent here is the test process, which the other tests running beside this
+/// one can take to hundreds of MiB.
 fn peak_rss_mib(src: &Path, dest: &Path) -> (f64, i32) {
-    let child = moverd_cmd()
+    let mut child = moverd_cmd()
         // Small packs, so that every buffer of the pipeline fills up on both sizes.
         .args([
             "migrate",
@@ -46,13 +50,22 @@ fn peak_rss_mib(src: &Path, dest: &Path) -> (f64, i32) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value; wait4 on our own child's pid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    std::mem::forget(child);
-    (usage.ru_maxrss as f64 / 1024.0, libc::WEXITSTATUS(status))
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(peak_kib > 0, "no VmHWM read from {status_file}");
+    (peak_kib as f64 / 1024.0, status.code().unwrap_or(-1))
 }
 
 #[test]

@@ -22,8 +22,9 @@
 //! - The manifest is written only after every pack of the pass is acknowledged: a crash before that leaves at most
 //!   unreferenced packs, whose blobs the next run finds in their indexes and does not upload again.
 //!
-//! Files unchanged since the previous pass (same size and modification time) are carried over from the previous
-//! manifest without being read.
+//! Files unchanged since the previous pass (same size, permissions, modification time and status change time, and
+//! not changed at about the time that pass started: [`read::PrevCursor::take_file`]) are carried over from the
+//! previous manifest without being read.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -491,6 +492,7 @@ pub async fn migrate(source: &Path, store: DynStore, opts: MigrateOptions) -> Re
         && h.records_blake3.is_some()
         && h.records_blake3 == Some(manifest.records_hash())
         && stats.new_blobs == 0
+        && stats.racy_files == 0
     {
         let mut stats = stats;
         stats.stored_bytes_total = h.stats.stored_bytes_total;
@@ -629,6 +631,7 @@ fn run_pass(
         Some(m) => Some(PrevCursor::new(m)?),
         None => None,
     };
+    let racy = prev_cursor.as_ref().map(|c| c.racy.clone());
     let is_dir = source.is_dir();
     // Records the same as the previous pass's are compared with them rather than compressed (most of a delta pass).
     let manifest = match &prev {
@@ -652,7 +655,7 @@ fn run_pass(
         mime: opts.mime,
         solo_min: opts.segment_target / 2,
     };
-    let result = std::thread::scope(|scope| -> Result<PassResult> {
+    let mut result = std::thread::scope(|scope| -> Result<PassResult> {
         let reader_error2 = reader_error.clone();
         let index_r = &*index;
         let opts_r = opts.clone();
@@ -768,6 +771,9 @@ fn run_pass(
         }
         Ok(result)
     });
+    if let (Ok((stats, ..)), Some(racy)) = (&mut result, racy) {
+        stats.racy_files = racy.load(std::sync::atomic::Ordering::Relaxed);
+    }
     if result.is_ok() {
         // Every pack of the pass is stored and its index object written: the index holds only blobs the
         // destination has, and the next pass of this process into it can start from it.

@@ -13,6 +13,8 @@ pub(super) struct PrevCursor {
     /// unchanged: the previous pass started at about this time, so it may have read them just before a change that
     /// left the time stamps as they were ([`PrevCursor::new`]).
     pub(super) racy_from_ns: i64,
+    /// Files whose stamps were as recorded but that are read again by that rule ([`PassStats::racy_files`]).
+    pub(super) racy: Arc<AtomicU64>,
 }
 
 /// How long before a pass's start a change of a file may have been stamped: file times come from the kernel's coarse
@@ -40,7 +42,11 @@ impl PrevCursor {
     pub(super) fn new(prev: &Manifest) -> Result<PrevCursor> {
         let started_ns =
             i64::try_from(prev.header.started_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
-        Ok(PrevCursor { records: prev.records()?.carried(), racy_from_ns: started_ns.saturating_sub(RACY_MARGIN_NS) })
+        Ok(PrevCursor {
+            records: prev.records()?.carried(),
+            racy_from_ns: started_ns.saturating_sub(RACY_MARGIN_NS),
+            racy: Arc::default(),
+        })
     }
 
     /// Carry the file at `rel` over into `into` if the previous pass recorded it as the walk found it now: same size,
@@ -67,9 +73,16 @@ impl PrevCursor {
                 std::cmp::Ordering::Equal => {
                     let (size, mode, mtime, ctime) = recorded;
                     let same = (size, mode, mtime) == (stat.size, stat.mode, stat.mtime_ns)
-                        && ctime.is_none_or(|c| c == stat.ctime_ns)
-                        && ctime.unwrap_or(mtime) < self.racy_from_ns;
-                    if !same {
+                        && ctime.is_none_or(|c| c == stat.ctime_ns);
+                    // The last change the previous pass may not have seen: its recorded ctime; where it recorded
+                    // none (manifests before ctimes), the later of the mtime and the ctime now, so that a change
+                    // since then is read, and the file gets a ctime.
+                    let changed = ctime.unwrap_or(mtime.max(stat.ctime_ns));
+                    let racy = changed >= self.racy_from_ns;
+                    if !same || racy {
+                        if same {
+                            self.racy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         self.skip_block(None, rel)?;
                         return Ok(false);
                     }
@@ -552,8 +565,11 @@ mod tests {
         let end = Record::End { blake3: None };
         let carried = |rec: Record, now: Stat| {
             let mut c = Carry::default();
-            let took = prev(started_ms, &[rec, end.clone()]).take_file(b"a", &now, &mut c).unwrap();
+            let mut cursor = prev(started_ms, &[rec, end.clone()]);
+            let took = cursor.take_file(b"a", &now, &mut c).unwrap();
             assert_eq!(took, c.files == 1);
+            let racy = cursor.racy.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(racy == 0 || !took, "a carried file is not counted as read again");
             took
         };
         // Recorded with a ctime.
@@ -568,10 +584,12 @@ mod tests {
         assert!(carried(file("a", 0o600, 5 * S, Some(99 * S - 1)), stat(0o600, 5 * S, 99 * S - 1)));
         assert!(!carried(file("a", 0o600, 5 * S, Some(99 * S)), stat(0o600, 5 * S, 99 * S)), "racy");
         assert!(!carried(file("a", 0o600, 5 * S, Some(101 * S)), stat(0o600, 5 * S, 101 * S)), "racy");
-        // Recorded without a ctime (older manifests): the mtime decides, and the mode still counts.
-        assert!(carried(file("a", 0o600, 5 * S, None), stat(0o600, 5 * S, 200 * S)));
-        assert!(!carried(file("a", 0o600, 5 * S, None), stat(0o644, 5 * S, 200 * S)), "mode");
-        assert!(!carried(file("a", 0o600, 99 * S + 5, None), stat(0o600, 99 * S + 5, 200 * S)), "racy by mtime");
+        // Recorded without a ctime (older manifests): the later of the mtime and the ctime now decides, and the mode
+        // still counts.
+        assert!(carried(file("a", 0o600, 5 * S, None), stat(0o600, 5 * S, 50 * S)));
+        assert!(!carried(file("a", 0o600, 5 * S, None), stat(0o644, 5 * S, 50 * S)), "mode");
+        assert!(!carried(file("a", 0o600, 5 * S, None), stat(0o600, 5 * S, 200 * S)), "changed since, by its ctime");
+        assert!(!carried(file("a", 0o600, 99 * S + 5, None), stat(0o600, 99 * S + 5, 50 * S)), "racy by mtime");
     }
 
     /// The notes on a stored file (quarantine records after its `end`, naming it) are carried with it and reported;
