@@ -876,6 +876,26 @@ impl Iterator for RecordReader {
 }
 
 #[cfg(test)]
+/// A header for [`ManifestWriter::finish`], which fills in the counts and hashes.
+pub(crate) fn test_header() -> ManifestHeader {
+    ManifestHeader {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        mailbox: "m".into(),
+        pass: 1,
+        source: "/x".into(),
+        source_is_dir: true,
+        started_ms: 1,
+        finished_ms: 2,
+        tool: "t".into(),
+        records: 0,
+        body_blake3: ContentId::of(b""),
+        records_blake3: None,
+        stats: PassStats::default(),
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::PackId;
@@ -1038,25 +1058,6 @@ mod tests {
         for (rec, kind) in all {
             let line = serde_json::to_vec(&rec).unwrap();
             assert_eq!(record_kind(&line), Some(kind), "{}", String::from_utf8_lossy(&line));
-        }
-    }
-
-    /// A header for [`ManifestWriter::finish`], which fills in the counts and hashes.
-    fn test_header() -> ManifestHeader {
-        ManifestHeader {
-            format: MANIFEST_FORMAT.into(),
-            version: MANIFEST_VERSION,
-            mailbox: "m".into(),
-            pass: 1,
-            source: "/x".into(),
-            source_is_dir: true,
-            started_ms: 1,
-            finished_ms: 2,
-            tool: "t".into(),
-            records: 0,
-            body_blake3: ContentId::of(b""),
-            records_blake3: None,
-            stats: PassStats::default(),
         }
     }
 

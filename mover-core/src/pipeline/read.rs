@@ -525,21 +525,7 @@ mod tests {
         for r in recs {
             w.write(r).unwrap();
         }
-        let header = ManifestHeader {
-            format: MANIFEST_FORMAT.into(),
-            version: MANIFEST_VERSION,
-            mailbox: "m".into(),
-            pass: 1,
-            source: "/x".into(),
-            source_is_dir: true,
-            started_ms,
-            finished_ms: started_ms,
-            tool: "t".into(),
-            records: 0,
-            body_blake3: ContentId::of(b""),
-            records_blake3: None,
-            stats: PassStats::default(),
-        };
+        let header = ManifestHeader { started_ms, finished_ms: started_ms, ..crate::manifest::test_header() };
         PrevCursor::new(&Manifest::parse(w.finish(header).unwrap(), "k").unwrap()).unwrap()
     }
 
