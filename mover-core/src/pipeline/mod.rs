@@ -23,7 +23,7 @@
 //!   unreferenced packs, whose blobs the next run finds in their indexes and does not upload again.
 //!
 //! Files unchanged since the previous pass (same size, permissions, modification time and status change time, and
-//! not changed at about the time that pass started: [`read::PrevCursor::take_file`]) are carried over from the
+//! not changed at about the time that pass started: `read::PrevCursor::take_file`) are carried over from the
 //! previous manifest without being read.
 
 use std::path::{Path, PathBuf};

@@ -9,8 +9,7 @@ use crate::source::{self, Content, Entry, EntryKind, OpenFile, ReadPolicy, Sourc
 /// The previous pass's manifest, read in step with the walk.
 pub(super) struct PrevCursor {
     pub(super) records: CarriedReader,
-    /// Files whose ctime (mtime, in manifests without ctimes) is at or after this are read again even when they look
-    /// unchanged: the previous pass started at about this time, so it may have read them just before a change that
+    /// Files last changed at or after this are read again even when they look unchanged: the previous pass started at about this time, so it may have read them just before a change that
     /// left the time stamps as they were ([`PrevCursor::new`]).
     pub(super) racy_from_ns: i64,
     /// Files whose stamps were as recorded but that are read again by that rule ([`PassStats::racy_files`]).
@@ -69,7 +68,7 @@ impl PrevCursor {
             };
             match order {
                 std::cmp::Ordering::Greater => return Ok(false),
-                std::cmp::Ordering::Less => self.skip_block(None, rel)?,
+                std::cmp::Ordering::Less => self.skip_block(None)?,
                 std::cmp::Ordering::Equal => {
                     let (size, mode, mtime, ctime) = recorded;
                     let same = (size, mode, mtime) == (stat.size, stat.mode, stat.mtime_ns)
@@ -83,10 +82,10 @@ impl PrevCursor {
                         if same {
                             self.racy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        self.skip_block(None, rel)?;
+                        self.skip_block(None)?;
                         return Ok(false);
                     }
-                    self.skip_block(Some(into), rel)?;
+                    self.skip_block(Some((into, rel)))?;
                     into.files += 1;
                     into.size += size;
                     return Ok(true);
@@ -95,11 +94,11 @@ impl PrevCursor {
         }
     }
 
-    /// Consume one file's records (File … End), collecting them into `into`, and with them the notes on the file
-    /// at `path` that follow its `end`.
-    pub(super) fn skip_block(&mut self, mut into: Option<&mut Carry>, path: &[u8]) -> Result<()> {
+    /// Consume one file's records (File … End); with `into`, collect them into its carry, and with them the notes on
+    /// the file (at its path) that follow its `end`.
+    pub(super) fn skip_block(&mut self, mut into: Option<(&mut Carry, &[u8])>) -> Result<()> {
         while let Some((rec, _)) = self.records.peek()? {
-            if let Some(c) = into.as_deref_mut() {
+            if let Some((c, _)) = into.as_mut() {
                 c.lines.extend_from_slice(self.records.line());
                 c.count += 1;
                 if rec == Carried::Msg {
@@ -108,7 +107,7 @@ impl PrevCursor {
             }
             self.records.advance();
             if rec == Carried::End {
-                let Some(c) = into else { return Ok(()) };
+                let Some((c, path)) = into else { return Ok(()) };
                 while let Some((Carried::Note { stored: true }, p)) = self.records.peek()?
                     && p == path
                 {
