@@ -490,6 +490,13 @@ fn print_migrate_summary(s: &MigrationSummary) {
     if st.unchanged_files > 0 {
         out!("  {} files unchanged since the previous pass (not read)", st.unchanged_files);
     }
+    if st.racy_files > 0 {
+        out!(
+            "  {} files read again: they changed as the previous pass started, when their time stamps cannot show a \
+             second change (this pass is kept, so the next one can trust them)",
+            st.racy_files
+        );
+    }
     out!(
         "  source {}; new in destination {} ({} new blobs, {} of content already there)",
         display::bytes(s.source_bytes),
